@@ -1,0 +1,628 @@
+//! A byte-level JSON scanner: it checks the structure of a document and reports the byte spans of
+//! keys and values, without building a DOM and without copying. Everything the gateway edits in a
+//! request body is located with it, so edits can be spliced into the original bytes.
+//!
+//! The scanner validates JSON grammar (RFC 8259): strings, escapes, numbers, literals, nesting and
+//! trailing data. It does not validate UTF-8 inside strings it merely skips (the upstream does
+//! that); strings the gateway decodes (`model`, keys with escapes) are checked. Nesting is bounded
+//! by [`MAX_DEPTH`] and never recurses, so hostile input cannot exhaust the stack.
+
+/// Deepest nesting accepted. Real Messages API bodies stay far below it (tool schemas are the
+/// deepest part); deeper documents are reported as [`ErrorKind::TooDeep`].
+pub const MAX_DEPTH: usize = 512;
+
+/// A half-open byte range `[start, end)` into the scanned buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    /// The bytes of this span, or an empty slice if it lies outside `buf`.
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A string token: the span of its contents (between the quotes) and whether it has escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Str {
+    pub span: Span,
+    pub escaped: bool,
+}
+
+impl Str {
+    /// True if the decoded string equals `want`. Raw bytes are compared unless the token has
+    /// escapes, so `"mod\u0065l"` matches `model` exactly as a JSON parser upstream would see it.
+    pub fn matches(&self, buf: &[u8], want: &str) -> bool {
+        if self.escaped {
+            unescape(self.span.of(buf)).is_some_and(|s| s == want)
+        } else {
+            self.span.of(buf) == want.as_bytes()
+        }
+    }
+
+    /// The decoded string, or `None` if it is not valid UTF-8 or has a bad escape.
+    pub fn decode(&self, buf: &[u8]) -> Option<String> {
+        let raw = self.span.of(buf);
+        if self.escaped {
+            unescape(raw)
+        } else {
+            std::str::from_utf8(raw).ok().map(str::to_owned)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input ended inside a value.
+    Eof,
+    /// A byte that cannot start or continue the expected token.
+    Unexpected,
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// Bytes after the top-level value.
+    TrailingData,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub offset: usize,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The state of one object or array being iterated with [`Scanner::next_key`] /
+/// [`Scanner::next_item`].
+#[derive(Debug)]
+pub struct Container {
+    first: bool,
+}
+
+/// A cursor over a JSON document. Methods that read a token skip leading whitespace first.
+pub struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Scanner { buf, pos: 0 }
+    }
+
+    /// Current byte offset.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn err<T>(&self, kind: ErrorKind) -> Result<T> {
+        Err(Error {
+            kind,
+            offset: self.pos,
+        })
+    }
+
+    fn byte(&self) -> Result<u8> {
+        match self.buf.get(self.pos) {
+            Some(&b) => Ok(b),
+            None => self.err(ErrorKind::Eof),
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.buf.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The next non-whitespace byte, without consuming it.
+    pub fn peek(&mut self) -> Result<u8> {
+        self.skip_ws();
+        self.byte()
+    }
+
+    fn expect(&mut self, want: u8) -> Result<()> {
+        self.skip_ws();
+        if self.byte()? == want {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.err(ErrorKind::Unexpected)
+        }
+    }
+
+    /// Checks that only whitespace follows the top-level value.
+    pub fn finish(&mut self) -> Result<()> {
+        self.skip_ws();
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            self.err(ErrorKind::TrailingData)
+        }
+    }
+
+    /// Consumes `{` and returns the state for [`Scanner::next_key`].
+    pub fn enter_object(&mut self) -> Result<Container> {
+        self.expect(b'{')?;
+        Ok(Container { first: true })
+    }
+
+    /// Consumes `[` and returns the state for [`Scanner::next_item`].
+    pub fn enter_array(&mut self) -> Result<Container> {
+        self.expect(b'[')?;
+        Ok(Container { first: true })
+    }
+
+    /// Advances to the next member of an object: returns its key and leaves the cursor at the
+    /// value, which the caller must consume. Returns `None` after consuming the closing `}`.
+    pub fn next_key(&mut self, c: &mut Container) -> Result<Option<Str>> {
+        if !self.next_in(c, b'}')? {
+            return Ok(None);
+        }
+        let key = self.string()?;
+        self.expect(b':')?;
+        self.skip_ws();
+        Ok(Some(key))
+    }
+
+    /// Advances to the next element of an array, leaving the cursor at it; the caller must
+    /// consume it. Returns `false` after consuming the closing `]`.
+    pub fn next_item(&mut self, c: &mut Container) -> Result<bool> {
+        let more = self.next_in(c, b']')?;
+        self.skip_ws();
+        Ok(more)
+    }
+
+    fn next_in(&mut self, c: &mut Container, close: u8) -> Result<bool> {
+        self.skip_ws();
+        let b = self.byte()?;
+        if b == close {
+            self.pos += 1;
+            return Ok(false);
+        }
+        if !c.first {
+            if b != b',' {
+                return self.err(ErrorKind::Unexpected);
+            }
+            self.pos += 1;
+            self.skip_ws();
+            if self.byte()? == close {
+                // A trailing comma.
+                return self.err(ErrorKind::Unexpected);
+            }
+        }
+        c.first = false;
+        Ok(true)
+    }
+
+    /// Reads a string token; the cursor may be before whitespace and the opening quote.
+    pub fn string(&mut self) -> Result<Str> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            self.pos = find_string_special(self.buf, self.pos);
+            match self.byte()? {
+                b'"' => {
+                    let span = Span {
+                        start,
+                        end: self.pos,
+                    };
+                    self.pos += 1;
+                    return Ok(Str { span, escaped });
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 1;
+                    self.escape()?;
+                }
+                // A raw control character inside a string.
+                _ => return self.err(ErrorKind::Unexpected),
+            }
+        }
+    }
+
+    fn escape(&mut self) -> Result<()> {
+        match self.byte()? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+            b'u' => {
+                self.pos += 1;
+                for _ in 0..4 {
+                    if !self.byte()?.is_ascii_hexdigit() {
+                        return self.err(ErrorKind::Unexpected);
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => return self.err(ErrorKind::Unexpected),
+        }
+        Ok(())
+    }
+
+    /// Skips one value of any type and returns its span.
+    pub fn value(&mut self) -> Result<Span> {
+        self.skip_ws();
+        let start = self.pos;
+        match self.byte()? {
+            b'{' | b'[' => self.container()?,
+            _ => self.scalar()?,
+        }
+        Ok(Span {
+            start,
+            end: self.pos,
+        })
+    }
+
+    /// Reads `true` or `false`; anything else is `None` (and is skipped).
+    pub fn bool_value(&mut self) -> Result<Option<bool>> {
+        let span = self.value()?;
+        Ok(match span.of(self.buf) {
+            b"true" => Some(true),
+            b"false" => Some(false),
+            _ => None,
+        })
+    }
+
+    fn scalar(&mut self) -> Result<()> {
+        match self.byte()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => self.err(ErrorKind::Unexpected),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        let end = self.pos + word.len();
+        match self.buf.get(self.pos..end) {
+            Some(got) if got == word => {
+                self.pos = end;
+                Ok(())
+            }
+            Some(_) => self.err(ErrorKind::Unexpected),
+            None => self.err(ErrorKind::Eof),
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while self.buf.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<()> {
+        if self.byte()? == b'-' {
+            self.pos += 1;
+        }
+        match self.byte()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return self.err(ErrorKind::Unexpected),
+        }
+        if self.buf.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return self.err(ErrorKind::Unexpected);
+            }
+        }
+        if let Some(b'e' | b'E') = self.buf.get(self.pos) {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.buf.get(self.pos) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return self.err(ErrorKind::Unexpected);
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips an object or array without recursion; `open_objects` records, per level, whether
+    /// it is an object (members need a key) or an array.
+    fn container(&mut self) -> Result<()> {
+        let mut open_objects: Vec<bool> = Vec::new();
+        let mut just_opened;
+        // Invariant at the top of the loop: the cursor is at a `{` or `[` to enter.
+        'enter: loop {
+            if open_objects.len() >= MAX_DEPTH {
+                return self.err(ErrorKind::TooDeep);
+            }
+            open_objects.push(self.byte()? == b'{');
+            self.pos += 1;
+            just_opened = true;
+            loop {
+                let Some(&is_object) = open_objects.last() else {
+                    return Ok(());
+                };
+                let close = if is_object { b'}' } else { b']' };
+                self.skip_ws();
+                let b = self.byte()?;
+                if b == close {
+                    self.pos += 1;
+                    open_objects.pop();
+                    if open_objects.is_empty() {
+                        return Ok(());
+                    }
+                    just_opened = false;
+                    continue;
+                }
+                if !just_opened {
+                    if b != b',' {
+                        return self.err(ErrorKind::Unexpected);
+                    }
+                    self.pos += 1;
+                }
+                just_opened = false;
+                if is_object {
+                    self.string()?;
+                    self.expect(b':')?;
+                }
+                self.skip_ws();
+                match self.byte()? {
+                    b'{' | b'[' => continue 'enter,
+                    _ => self.scalar()?,
+                }
+            }
+        }
+    }
+}
+
+/// Validates a whole document.
+pub fn validate(buf: &[u8]) -> Result<()> {
+    let mut s = Scanner::new(buf);
+    s.value()?;
+    s.finish()
+}
+
+/// Index of the first `"`, `\` or control byte at or after `i` (or `buf.len()`), eight bytes at
+/// a time: prompt text is most of a request body, so this loop is the scanner's hot path.
+fn find_string_special(buf: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = buf.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*chunk);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // Classic SWAR tests: a byte is flagged if it is zero (after the XOR) or below 0x20.
+        // Only the lowest flag is exact, which is the one used.
+        let flags = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGH;
+        if flags != 0 {
+            return i + (flags.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = buf.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    buf.len()
+}
+
+/// Decodes the contents of a JSON string (without quotes). `None` on a bad escape, a lone
+/// surrogate or invalid UTF-8.
+pub fn unescape(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        i += 1;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let e = *raw.get(i)?;
+        i += 1;
+        let simple = match e {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let hi = hex4(raw.get(i..i + 4)?)?;
+                i += 4;
+                let c = if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i..i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let lo = hex4(raw.get(i + 2..i + 6)?)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return None;
+                    }
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                } else {
+                    char::from_u32(hi)?
+                };
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                continue;
+            }
+            _ => return None,
+        };
+        out.push(simple);
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex4(h: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(h).ok()?;
+    u32::from_str_radix(s, 16).ok()
+}
+
+/// Appends `s` to `out` as a JSON string literal, quotes included.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) {
+        assert_eq!(validate(s.as_bytes()), Ok(()), "should accept {s:?}");
+        assert!(serde_json::from_str::<serde_json::Value>(s).is_ok());
+    }
+
+    fn bad(s: &str) {
+        assert!(validate(s.as_bytes()).is_err(), "should reject {s:?}");
+    }
+
+    #[test]
+    fn accepts_valid_documents() {
+        for s in [
+            "{}",
+            "[]",
+            " { } ",
+            "0",
+            "-0.5e+10",
+            "1E5",
+            "\"a\\u00e9\\n\"",
+            "true",
+            "null",
+            r#"{"a":[1,2,{"b":null}],"c":"d\"e","f":{}}"#,
+            "[[[[]]],[{}]]",
+            "\"é😀\"",
+            "{\"k\" : [ true , false ] }",
+        ] {
+            ok(s);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_documents() {
+        for s in [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "[,1]",
+            "{,}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "tru",
+            "nul",
+            "\"abc",
+            "\"a\\x\"",
+            "\"a\\u12g4\"",
+            "\"tab\there\"",
+            "{} {}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{1:2}",
+            "]",
+            "[}",
+            "{]",
+        ] {
+            bad(s);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded_without_recursion() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let err = validate(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::TooDeep);
+        let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert_eq!(validate(fine.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn iterates_members_and_items_with_spans() {
+        let doc = br#"{"a": [1, "x"], "b\u0021": {"c": true}}"#;
+        let mut s = Scanner::new(doc);
+        let mut obj = s.enter_object().unwrap();
+        let k = s.next_key(&mut obj).unwrap().unwrap();
+        assert!(k.matches(doc, "a"));
+        let mut arr = s.enter_array().unwrap();
+        assert!(s.next_item(&mut arr).unwrap());
+        assert_eq!(s.value().unwrap().of(doc), b"1");
+        assert!(s.next_item(&mut arr).unwrap());
+        assert_eq!(s.value().unwrap().of(doc), b"\"x\"");
+        assert!(!s.next_item(&mut arr).unwrap());
+        let k = s.next_key(&mut obj).unwrap().unwrap();
+        assert!(k.escaped && k.matches(doc, "b!"));
+        assert_eq!(s.value().unwrap().of(doc), br#"{"c": true}"#);
+        assert!(s.next_key(&mut obj).unwrap().is_none());
+        assert_eq!(s.finish(), Ok(()));
+    }
+
+    #[test]
+    fn finds_specials_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x01, 0x1f] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    assert_eq!(find_string_special(&v, 0), at);
+                }
+            }
+            assert_eq!(find_string_special(&vec![0xffu8; len], 0), len);
+        }
+    }
+
+    #[test]
+    fn unescapes_like_serde() {
+        for s in [
+            r#""plain""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            r#""\u00e9\ud83d\ude00""#,
+        ] {
+            let raw = &s.as_bytes()[1..s.len() - 1];
+            let want: String = serde_json::from_str(s).unwrap();
+            assert_eq!(unescape(raw).as_deref(), Some(want.as_str()));
+        }
+        assert_eq!(unescape(br"\ud83d"), None);
+        assert_eq!(unescape(br"\q"), None);
+    }
+
+    #[test]
+    fn write_string_round_trips() {
+        for s in ["", "a\"b\\c", "line\nfeed\u{1}", "é😀"] {
+            let mut out = Vec::new();
+            write_string(&mut out, s);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! An Envoy proxy-wasm HTTP filter for Anthropic Messages API traffic.
+//!
+//! Everything outside `filter/` is plain Rust with no host dependency, tested natively; `filter/`
+//! is the only code that talks to Envoy. Callbacks gather input, ask the pure core for a plan,
+//! and apply it with a few host calls.
+
+pub mod config;
+pub mod json;
+pub mod metrics;
+pub mod plan;
+pub mod request;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
