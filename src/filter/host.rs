@@ -1,0 +1,212 @@
+//! Every call into Envoy goes through this module and returns a `Result`.
+//!
+//! The SDK's `hostcalls` panic on any status they do not expect (a panic kills the worker's VM),
+//! so the ABI functions are imported here directly and every status is mapped to a `HostError`.
+//! Memory the host returns was allocated through the SDK's `proxy_on_memory_allocate`, which
+//! hands out exactly-sized global-allocator blocks, so it is taken over as a `Vec<u8>`.
+
+use std::fmt;
+use std::ptr::{null, null_mut};
+
+// Status codes of the proxy-wasm ABI 0.2.1.
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+// Map and buffer selectors of the ABI.
+const REQUEST_HEADERS: u32 = 0;
+const REQUEST_BODY: u32 = 0;
+const PLUGIN_CONFIGURATION: u32 = 7;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter = 0,
+    Histogram = 2,
+}
+
+/// A host call that did not return `Ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host call {} returned status {}", self.call, self.status)
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+}
+
+fn check(call: &'static str, status: u32) -> HostResult<()> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostError { call, status })
+    }
+}
+
+/// Takes ownership of a host-allocated block (see the module comment).
+fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: the host allocated `size` bytes at `data` via `proxy_on_memory_allocate`, which
+    // leaks a `Box<[u8]>` of exactly that size from the global allocator.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+pub fn log(level: LogLevel, message: &str) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live string.
+    check("log", unsafe {
+        proxy_log(level as u32, message.as_ptr(), message.len())
+    })
+}
+
+pub fn log_level() -> HostResult<LogLevel> {
+    let mut level = 0u32;
+    // SAFETY: `level` is a valid out-pointer.
+    check("get_log_level", unsafe { proxy_get_log_level(&mut level) })?;
+    Ok(match level {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => LogLevel::Critical,
+    })
+}
+
+fn header(map: u32, name: &str) -> HostResult<Option<String>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid key slice and out-pointers.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(take(data, size).map(|v| String::from_utf8_lossy(&v).into_owned())),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "get_header",
+            status,
+        }),
+    }
+}
+
+fn set_header(map: u32, name: &str, value: &str) -> HostResult<()> {
+    // SAFETY: valid key and value slices.
+    check("replace_header", unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+fn buffer(kind: u32, start: usize, max: usize) -> HostResult<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid out-pointers.
+    let status = unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) };
+    match status {
+        OK => Ok(take(data, size).unwrap_or_default()),
+        NOT_FOUND => Ok(Vec::new()),
+        status => Err(HostError {
+            call: "get_buffer",
+            status,
+        }),
+    }
+}
+
+pub fn request_header(name: &str) -> HostResult<Option<String>> {
+    header(REQUEST_HEADERS, name)
+}
+
+/// Sets a request header, replacing any value the client sent.
+pub fn set_request_header(name: &str, value: &str) -> HostResult<()> {
+    set_header(REQUEST_HEADERS, name, value)
+}
+
+pub fn request_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
+    buffer(REQUEST_BODY, start, len)
+}
+
+pub fn plugin_configuration() -> HostResult<Vec<u8>> {
+    buffer(PLUGIN_CONFIGURATION, 0, usize::MAX)
+}
+
+/// Asks Envoy to pick the route again after a routing header changed. Envoy 1.40 also clears
+/// the cache on any header write from wasm, but that is an implementation detail (envoy#36671).
+pub fn clear_route_cache() -> HostResult<()> {
+    let name = "clear_route_cache";
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid name slice, no arguments, valid out-pointers.
+    let status = unsafe {
+        proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size)
+    };
+    drop(take(data, size));
+    check("clear_route_cache", status)
+}
+
+pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    // SAFETY: valid name slice and out-pointer.
+    check("define_metric", unsafe {
+        proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)
+    })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, delta: i64) -> HostResult<()> {
+    // SAFETY: plain values.
+    check("increment_metric", unsafe {
+        proxy_increment_metric(id, delta)
+    })
+}

@@ -1,0 +1,60 @@
+//! The root context: loads the plugin configuration and creates one HTTP context per request.
+
+use super::http::Http;
+use super::stats::Stats;
+use super::{host, refresh_log_level};
+use crate::config::{self, Config};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::rc::Rc;
+
+#[derive(Default)]
+pub struct Root {
+    config: Option<Rc<Config>>,
+    stats: Rc<Stats>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        refresh_log_level();
+        let bytes = match host::plugin_configuration() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("cannot read the plugin configuration: {e}");
+                return false;
+            }
+        };
+        // Returning false makes Envoy refuse the configuration; the error names the path
+        // and the problem, never a value.
+        match config::parse(&bytes) {
+            Ok(config) => {
+                log::info!(
+                    "claude_gateway {} configured: default cluster {}, routing header {}",
+                    env!("CARGO_PKG_VERSION"),
+                    config.default_cluster,
+                    config.routing_header
+                );
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(
+            context_id,
+            self.config.clone(),
+            self.stats.clone(),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

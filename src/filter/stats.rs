@@ -1,0 +1,47 @@
+//! Metric ids, defined in Envoy on first use and cached for the life of the VM. Names come from
+//! the catalog in `crate::metrics`, whose label values are bounded, so the cache is bounded too.
+
+use super::host::{self, MetricType};
+use crate::metrics::{Kind, Metric};
+use hashbrown::HashMap;
+use std::cell::RefCell;
+
+#[derive(Default)]
+pub struct Stats {
+    ids: RefCell<HashMap<Metric, u32>>,
+}
+
+impl Stats {
+    /// Adds `delta` to a counter.
+    pub fn add(&self, metric: &Metric, delta: u64) {
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = self.id(metric) {
+            let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+            if let Err(e) = host::increment_metric(id, delta) {
+                log::debug!("{}: {e}", metric.name);
+            }
+        }
+    }
+
+    fn id(&self, metric: &Metric) -> Option<u32> {
+        if let Some(&id) = self.ids.borrow().get(metric) {
+            return Some(id);
+        }
+        let kind = match metric.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        match host::define_metric(kind, &metric.name) {
+            Ok(id) => {
+                self.ids.borrow_mut().insert(metric.clone(), id);
+                Some(id)
+            }
+            Err(e) => {
+                log::warn!("cannot define metric {}: {e}", metric.name);
+                None
+            }
+        }
+    }
+}
