@@ -172,9 +172,9 @@ fn large_bodies_pass_over_http1_chunked_and_http2() {
     gw.assert_healthy();
 }
 
-/// Sends `len` bytes of body over a raw HTTP/1.1 connection and returns the status line; the
-/// gateway may answer before the upload ends, so write errors are expected.
-fn raw_upload_status(port: u16, path: &str, len: usize) -> String {
+/// Sends `len` bytes of body over a raw HTTP/1.1 connection and returns the response head and
+/// body; the gateway may answer before the upload ends, so write errors are expected.
+fn raw_upload(port: u16, path: &str, len: usize) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
@@ -192,27 +192,62 @@ fn raw_upload_status(port: u16, path: &str, len: usize) -> String {
     });
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
-    while !response.windows(2).any(|w| w == b"\r\n") {
+    loop {
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                drop(s);
+                let _ = upload.join();
+                return (head.to_owned(), body.to_owned());
+            }
+        }
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => panic!("no complete response: {text:?}"),
             Ok(n) => response.extend_from_slice(&buf[..n]),
         }
     }
-    drop(s);
-    let _ = upload.join();
-    String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+}
+
+/// The Messages API's error envelope with the given type.
+fn assert_envelope(body: &str, kind: &str) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["type"], "error", "{body}");
+    assert_eq!(v["error"]["type"], kind, "{body}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
 }
 
 #[test]
-fn bodies_over_32_mib_get_413() {
+fn bodies_over_32_mib_get_413_in_the_api_error_envelope() {
     let (mock, gw) = gateway();
-    let status = raw_upload_status(gw.port, "/v1/messages?beta=true", 40 << 20);
-    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    let (head, body) = raw_upload(gw.port, "/v1/messages?beta=true", 40 << 20);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert_envelope(&body, "request_too_large");
     assert!(mock.requests().is_empty());
+    gw.assert_healthy();
+}
+
+#[test]
+fn an_unreachable_upstream_gets_503_in_the_api_error_envelope() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gw = Gateway::start(envoy::bootstrap(port, "{}"));
+    let resp = client()
+        .post(gw.url("/v1/messages?beta=true"))
+        .body(bodies::claude_code("claude-opus-4-8", false, 4_000))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_envelope(&resp.text().unwrap(), "api_error");
     gw.assert_healthy();
 }
 
