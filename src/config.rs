@@ -2,6 +2,8 @@
 //! declared defaults and `deny_unknown_fields`, then validated into the runtime [`Config`].
 //! Errors name the JSON path and what is wrong; they never echo values that could be secrets.
 
+use crate::cache::{self, Locations, Skip, Ttl};
+use crate::pattern::Pattern;
 use serde::Deserialize;
 use std::fmt;
 
@@ -10,11 +12,35 @@ pub const DEFAULT_ROUTING_HEADER: &str = "x-claude-gateway-cluster";
 /// The cluster every request goes to unless a later rule says otherwise.
 pub const DEFAULT_CLUSTER: &str = "anthropic";
 
+/// Minimum cacheable prompt length per model family (anthropic-wire.md §4.6, Oct 2026). First
+/// match wins, so more specific patterns come first; configured entries are checked before these.
+pub const DEFAULT_MIN_TOKENS: &[(&str, u64)] = &[
+    ("*claude-fable-5-1*", 512),
+    ("*claude-mythos-5-1*", 512),
+    ("*claude-opus-5-5*", 512),
+    ("*claude-sonnet-5-5*", 512),
+    ("*claude-haiku-5-5*", 512),
+    ("*claude-fable-5*", 512),
+    ("*claude-mythos-5*", 512),
+    ("*claude-opus-5*", 512),
+    ("*claude-sonnet-5*", 1024),
+    ("*claude-mythos-preview*", 2048),
+    ("*claude-opus-4-7*", 2048),
+    ("*claude-3-5-haiku*", 2048),
+    ("*claude-3-haiku*", 2048),
+    ("*claude-opus-4-6*", 4096),
+    ("*claude-opus-4-5*", 4096),
+    ("*claude-haiku-4-5*", 4096),
+    ("*claude-opus-4*", 1024),
+    ("*claude-sonnet-4*", 1024),
+];
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     routing_header: String,
     default_cluster: String,
+    cache: RawCache,
 }
 
 impl Default for RawConfig {
@@ -22,15 +48,119 @@ impl Default for RawConfig {
         RawConfig {
             routing_header: DEFAULT_ROUTING_HEADER.to_owned(),
             default_cluster: DEFAULT_CLUSTER.to_owned(),
+            cache: RawCache::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CacheMode {
+    Blocks,
+    Automatic,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+enum TtlName {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct RawLocations {
+    tools: bool,
+    system: bool,
+    last_user: bool,
+    previous_user: bool,
+}
+
+impl Default for RawLocations {
+    fn default() -> Self {
+        RawLocations {
+            tools: true,
+            system: true,
+            last_user: true,
+            previous_user: true,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawMinTokens {
+    model: String,
+    tokens: u64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    enabled: bool,
+    mode: CacheMode,
+    ttl: TtlName,
+    locations: RawLocations,
+    extended_ttl_beta: bool,
+    bytes_per_token: u64,
+    min_tokens: Vec<RawMinTokens>,
+    default_min_tokens: u64,
+    disabled_models: Vec<String>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            enabled: true,
+            mode: CacheMode::Blocks,
+            ttl: TtlName::FiveMinutes,
+            locations: RawLocations::default(),
+            extended_ttl_beta: true,
+            bytes_per_token: 4,
+            min_tokens: Vec::new(),
+            default_min_tokens: 1024,
+            disabled_models: Vec::new(),
         }
     }
 }
 
 /// The validated runtime configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub routing_header: String,
     pub default_cluster: String,
+    pub cache: CacheConfig,
+}
+
+/// Prompt-cache injection settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Add the extended-TTL beta to `anthropic-beta` when an injected marker is 1h.
+    pub extended_ttl_beta: bool,
+    base: cache::Settings,
+    /// Configured entries first, then [`DEFAULT_MIN_TOKENS`].
+    min_tokens: Vec<(Pattern, u64)>,
+    disabled_models: Vec<Pattern>,
+}
+
+impl CacheConfig {
+    /// The settings for a request to `model`, or why it gets no marker.
+    pub fn settings_for(&self, model: &str) -> Result<cache::Settings, Skip> {
+        if !self.enabled || self.disabled_models.iter().any(|p| p.matches(model)) {
+            return Err(Skip::Disabled);
+        }
+        let min_tokens = self
+            .min_tokens
+            .iter()
+            .find(|(p, _)| p.matches(model))
+            .map_or(self.base.min_tokens, |&(_, t)| t);
+        Ok(cache::Settings {
+            min_tokens,
+            ..self.base
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +207,60 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     Ok(Config {
         routing_header: raw.routing_header,
         default_cluster: raw.default_cluster,
+        cache: compile_cache(raw.cache)?,
+    })
+}
+
+fn pattern(path: &str, source: &str) -> Result<Pattern, ConfigError> {
+    Pattern::new(source).ok_or_else(|| {
+        error(
+            path,
+            "must be a model name or a glob with `*` (printable, no spaces or quotes)",
+        )
+    })
+}
+
+fn compile_cache(raw: RawCache) -> Result<CacheConfig, ConfigError> {
+    if raw.bytes_per_token == 0 {
+        return Err(error("cache.bytes_per_token", "must be at least 1"));
+    }
+    let mut min_tokens = Vec::new();
+    for (i, m) in raw.min_tokens.iter().enumerate() {
+        min_tokens.push((
+            pattern(&format!("cache.min_tokens[{i}].model"), &m.model)?,
+            m.tokens,
+        ));
+    }
+    for &(p, t) in DEFAULT_MIN_TOKENS {
+        min_tokens.push((pattern("cache.min_tokens", p)?, t));
+    }
+    let disabled_models = raw
+        .disabled_models
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pattern(&format!("cache.disabled_models[{i}]"), p))
+        .collect::<Result<_, _>>()?;
+    let l = raw.locations;
+    Ok(CacheConfig {
+        enabled: raw.enabled,
+        extended_ttl_beta: raw.extended_ttl_beta,
+        base: cache::Settings {
+            ttl: match raw.ttl {
+                TtlName::FiveMinutes => Ttl::FiveMinutes,
+                TtlName::OneHour => Ttl::OneHour,
+            },
+            automatic: raw.mode == CacheMode::Automatic,
+            locations: Locations {
+                tools: l.tools,
+                system: l.system,
+                last_user: l.last_user,
+                previous_user: l.previous_user,
+            },
+            min_tokens: raw.default_min_tokens,
+            bytes_per_token: raw.bytes_per_token,
+        },
+        min_tokens,
+        disabled_models,
     })
 }
 
@@ -116,6 +300,11 @@ mod tests {
             let c = parse(doc.as_bytes()).unwrap();
             assert_eq!(c.default_cluster, "anthropic");
             assert_eq!(c.routing_header, "x-claude-gateway-cluster");
+            let s = c.cache.settings_for("claude-sonnet-4-5").unwrap();
+            assert_eq!(s.ttl, Ttl::FiveMinutes);
+            assert!(!s.automatic);
+            assert_eq!(s.locations, Locations::ALL);
+            assert!(c.cache.extended_ttl_beta);
         }
     }
 
@@ -124,6 +313,46 @@ mod tests {
         let c = parse(br#"{"default_cluster":"eu","routing_header":"x-route"}"#).unwrap();
         assert_eq!(c.default_cluster, "eu");
         assert_eq!(c.routing_header, "x-route");
+    }
+
+    #[test]
+    fn cache_settings_per_model() {
+        let c = parse(
+            br#"{"cache":{"ttl":"1h","mode":"automatic","locations":{"tools":false},
+                "min_tokens":[{"model":"claude-opus-4-8*","tokens":9}],
+                "disabled_models":["claude-3-*"]}}"#,
+        )
+        .unwrap();
+        let s = c.cache.settings_for("claude-opus-4-8").unwrap();
+        assert_eq!((s.ttl, s.automatic, s.min_tokens), (Ttl::OneHour, true, 9));
+        assert!(!s.locations.tools && s.locations.system);
+        assert_eq!(
+            c.cache.settings_for("claude-3-7-sonnet"),
+            Err(Skip::Disabled)
+        );
+        let off = parse(br#"{"cache":{"enabled":false}}"#).unwrap();
+        assert_eq!(
+            off.cache.settings_for("claude-opus-4-8"),
+            Err(Skip::Disabled)
+        );
+    }
+
+    #[test]
+    fn default_minimums_follow_the_model_family() {
+        let c = parse(b"{}").unwrap();
+        let min = |m: &str| c.cache.settings_for(m).unwrap().min_tokens;
+        assert_eq!(min("claude-haiku-4-5-20251001"), 4096);
+        assert_eq!(min("claude-opus-4-5"), 4096);
+        assert_eq!(min("claude-opus-4-6"), 4096);
+        assert_eq!(min("claude-opus-4-7"), 2048);
+        assert_eq!(min("claude-opus-4-8"), 1024);
+        assert_eq!(min("claude-opus-4-20250514"), 1024);
+        assert_eq!(min("claude-sonnet-4-5-20250929"), 1024);
+        assert_eq!(min("claude-sonnet-5"), 1024);
+        assert_eq!(min("claude-sonnet-5-5"), 512);
+        assert_eq!(min("claude-opus-5-5"), 512);
+        assert_eq!(min("us.anthropic.claude-haiku-4-5-20251001-v1:0"), 4096);
+        assert_eq!(min("some-vendor-model"), 1024);
     }
 
     #[test]
@@ -136,6 +365,14 @@ mod tests {
         assert_eq!(e.path, "routing_header");
         let e = parse(br#"{"default_cluster":""}"#).unwrap_err();
         assert_eq!(e.path, "default_cluster");
+        let e = parse(br#"{"cache":{"ttl":"10m"}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.ttl");
+        let e = parse(br#"{"cache":{"locations":{"tool":true}}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.locations.tool");
+        let e = parse(br#"{"cache":{"disabled_models":["ok","bad one"]}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.disabled_models[1]");
+        let e = parse(br#"{"cache":{"bytes_per_token":0}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.bytes_per_token");
         assert!(parse(b"{").is_err());
         assert!(parse(b"[]").is_err());
     }

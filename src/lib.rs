@@ -4,11 +4,14 @@
 //! is the only code that talks to Envoy. Callbacks gather input, ask the pure core for a plan,
 //! and apply it with a few host calls.
 
+pub mod cache;
 pub mod config;
 pub mod json;
 pub mod metrics;
+pub mod pattern;
 pub mod plan;
 pub mod request;
+pub mod splice;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

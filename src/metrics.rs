@@ -3,6 +3,7 @@
 //! regexes shipped in `envoy/`. Tag values come only from bounded sets (configuration, enums),
 //! and are sanitized so a value can never add a tag or a name segment.
 
+use crate::cache::{Location, Skip, Ttl};
 use crate::request::BodyIssue;
 
 /// Prefix of every metric name.
@@ -53,6 +54,24 @@ pub fn body_passthrough(reason: BodyIssue) -> Metric {
     Metric::new(
         Kind::Counter,
         "body_passthrough",
+        &[("reason", reason.as_str())],
+    )
+}
+
+/// Cache markers the gateway added, by location and TTL.
+pub fn cache_markers_added(location: Location, ttl: Ttl) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "cache_markers_added",
+        &[("location", location.as_str()), ("ttl", ttl.as_str())],
+    )
+}
+
+/// Messages requests that got no cache marker, by reason.
+pub fn cache_skipped(reason: Skip) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "cache_skipped",
         &[("reason", reason.as_str())],
     )
 }

@@ -1,6 +1,7 @@
 //! What the gateway needs to know about an inbound request: the endpoint it targets and the few
 //! top-level body fields it acts on, read with the byte-level scanner (no DOM, no copy of the body).
 
+use crate::cache::layout::Layout;
 use crate::json::{ErrorKind, Scanner, Span};
 
 /// The Messages API endpoints the gateway acts on. Everything else passes through untouched.
@@ -41,6 +42,8 @@ pub struct BodyFacts {
     pub model_span: Span,
     /// `"stream": true`.
     pub stream: bool,
+    /// Where cache markers are and could go (empty unless asked for).
+    pub layout: Layout,
 }
 
 /// Why a body is forwarded untouched. Each reason is counted in a metric.
@@ -91,8 +94,9 @@ impl From<crate::json::Error> for BodyIssue {
     }
 }
 
-/// Reads `model` and `stream` from a request body, validating the whole document on the way.
-pub fn inspect(body: &[u8]) -> Result<BodyFacts, BodyIssue> {
+/// Reads `model` and `stream` from a request body, validating the whole document on the way;
+/// with `layout`, also collects where cache markers are and could go.
+pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
     let mut s = Scanner::new(body);
     if s.peek()? != b'{' {
         s.value()?;
@@ -102,6 +106,7 @@ pub fn inspect(body: &[u8]) -> Result<BodyFacts, BodyIssue> {
     let mut model: Option<(Option<String>, Span)> = None;
     let mut duplicate = false;
     let mut stream = false;
+    let mut shape = Layout::default();
     let mut obj = s.enter_object()?;
     while let Some(key) = s.next_key(&mut obj)? {
         if key.matches(body, "model") {
@@ -122,10 +127,11 @@ pub fn inspect(body: &[u8]) -> Result<BodyFacts, BodyIssue> {
             ));
         } else if key.matches(body, "stream") {
             stream = s.bool_value()? == Some(true);
-        } else {
+        } else if !(layout && shape.read_member(&mut s, body, &key)?) {
             s.value()?;
         }
     }
+    shape.root_close = s.pos().saturating_sub(1);
     s.finish()?;
     if duplicate {
         return Err(BodyIssue::DuplicateModel);
@@ -135,6 +141,7 @@ pub fn inspect(body: &[u8]) -> Result<BodyFacts, BodyIssue> {
             model,
             model_span,
             stream,
+            layout: shape,
         }),
         _ => Err(BodyIssue::NoModel),
     }
@@ -171,20 +178,20 @@ mod tests {
     #[test]
     fn reads_model_and_stream() {
         let body = br#"{"max_tokens":1,"model":"claude-opus-4-8","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let f = inspect(body).unwrap();
+        let f = inspect(body, true).unwrap();
         assert_eq!(f.model, "claude-opus-4-8");
         assert_eq!(f.model_span.of(body), br#""claude-opus-4-8""#);
         assert!(f.stream);
-        let f = inspect(br#"{"model":"m","stream":false}"#).unwrap();
+        let f = inspect(br#"{"model":"m","stream":false}"#, true).unwrap();
         assert!(!f.stream);
-        let f = inspect(br#" { "model" : "m" } "#).unwrap();
+        let f = inspect(br#" { "model" : "m" } "#, true).unwrap();
         assert!(!f.stream);
     }
 
     #[test]
     fn escaped_keys_and_values_are_decoded() {
         let body = br#"{"mod\u0065l":"claude-\u0068aiku","str\u0065am":true}"#;
-        let f = inspect(body).unwrap();
+        let f = inspect(body, true).unwrap();
         assert_eq!(f.model, "claude-haiku");
         assert!(f.stream);
     }
@@ -192,7 +199,7 @@ mod tests {
     #[test]
     fn nested_model_keys_are_not_top_level() {
         let body = br#"{"metadata":{"model":"x"},"messages":[{"model":"y"}]}"#;
-        assert_eq!(inspect(body), Err(BodyIssue::NoModel));
+        assert_eq!(inspect(body, true), Err(BodyIssue::NoModel));
     }
 
     #[test]
@@ -213,7 +220,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                inspect(body),
+                inspect(body, true),
                 Err(want),
                 "{}",
                 String::from_utf8_lossy(body)
@@ -224,6 +231,6 @@ mod tests {
             "[".repeat(600),
             "]".repeat(600)
         );
-        assert_eq!(inspect(deep.as_bytes()), Err(BodyIssue::TooDeep));
+        assert_eq!(inspect(deep.as_bytes(), true), Err(BodyIssue::TooDeep));
     }
 }

@@ -73,6 +73,13 @@ unsafe extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -176,6 +183,15 @@ pub fn set_request_header(name: &str, value: &str) -> HostResult<()> {
 
 pub fn request_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
     buffer(REQUEST_BODY, start, len)
+}
+
+/// Replaces `len` bytes at `start` of the buffered request body. Envoy supports replacing a
+/// prefix (start 0) or appending, not arbitrary ranges.
+pub fn set_request_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()> {
+    // SAFETY: valid data slice.
+    check("set_buffer", unsafe {
+        proxy_set_buffer_bytes(REQUEST_BODY, start, len, bytes.as_ptr(), bytes.len())
+    })
 }
 
 pub fn plugin_configuration() -> HostResult<Vec<u8>> {

@@ -4,10 +4,12 @@
 
 use super::host;
 use super::stats::Stats;
+use crate::cache::{self, EXTENDED_TTL_BETA};
 use crate::config::Config;
 use crate::metrics;
 use crate::plan;
 use crate::request::Endpoint;
+use crate::splice;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -20,6 +22,8 @@ pub struct Http {
     held: Option<Endpoint>,
     /// Bytes Envoy has buffered so far for a held request.
     body_size: usize,
+    /// Cache markers added to this request's body.
+    markers_added: usize,
 }
 
 impl Http {
@@ -30,6 +34,7 @@ impl Http {
             stats,
             held: None,
             body_size: 0,
+            markers_added: 0,
         }
     }
 
@@ -61,11 +66,42 @@ impl Http {
     fn release(&mut self, config: &Config, endpoint: Endpoint, body: Option<&[u8]>) {
         self.held = None;
         let plan = plan::plan(config, endpoint, body);
-        if let Err(issue) = &plan.body {
-            self.stats.add(&metrics::body_passthrough(*issue), 1);
-            log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
+        match (&plan.body, body) {
+            (Ok(_), Some(body)) => self.add_markers(&plan.cache, body, plan.extended_ttl_beta),
+            (Err(issue), _) => {
+                self.stats.add(&metrics::body_passthrough(*issue), 1);
+                log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
+            }
+            (Ok(_), None) => {}
         }
         self.route(config, plan.cluster);
+    }
+
+    /// Splices the planned cache markers into Envoy's buffer (only the head up to the last
+    /// insertion is rewritten) and fixes `content-length`, which Envoy does not.
+    fn add_markers(&mut self, outcome: &cache::Outcome, body: &[u8], beta: bool) {
+        if let Some(reason) = outcome.skipped {
+            self.stats.add(&metrics::cache_skipped(reason), 1);
+            return;
+        }
+        let (end, head) = splice::apply_prefix(body, &outcome.edits);
+        if let Err(e) = host::set_request_body(0, end, &head) {
+            log::warn!("#{} cannot rewrite the body: {e}", self.id);
+            return;
+        }
+        let length = body.len() - end + head.len();
+        self.set_request_header("content-length", &length.to_string());
+        if beta {
+            let current = host::request_header("anthropic-beta").unwrap_or_default();
+            if let Some(value) = cache::add_beta(current.as_deref(), EXTENDED_TTL_BETA) {
+                self.set_request_header("anthropic-beta", &value);
+            }
+        }
+        for a in &outcome.added {
+            self.stats
+                .add(&metrics::cache_markers_added(a.location, a.ttl), 1);
+        }
+        self.markers_added = outcome.added.len();
     }
 
     /// Reads the buffered body and releases the held request.

@@ -73,3 +73,54 @@ pub fn claude_code(model: &str, stream: bool, target: usize) -> Vec<u8> {
     body["messages"] = Value::Array(messages);
     serde_json::to_vec(&body).unwrap()
 }
+
+/// A plain SDK request without any marker: long tool definitions, a string `system` and
+/// string message contents, so every location has a prefix above the models' minimum.
+pub fn sdk_plain(model: &str, turns: usize) -> Vec<u8> {
+    let doc = "Runs a shell command and returns its output. ".repeat(120);
+    let mut messages = Vec::new();
+    for i in 0..turns {
+        messages.push(
+            json!({"role":"user","content":format!("Question {i}: {}", "why? ".repeat(200))}),
+        );
+        messages.push(json!({"role":"assistant","content":format!("Answer {i}.")}));
+    }
+    messages.push(json!({"role":"user","content":"And finally?"}));
+    serde_json::to_vec(&json!({
+        "model": model, "max_tokens": 1024,
+        "tools": [
+            {"name":"run","description":doc,"input_schema":{"type":"object","properties":{"cmd":{"type":"string"}}}},
+            {"name":"read","description":doc,"input_schema":{"type":"object","properties":{"path":{"type":"string"}}}}
+        ],
+        "system": "You are a careful engineer. ".repeat(300),
+        "messages": messages,
+    }))
+    .unwrap()
+}
+
+/// Every `cache_control` in a request, as (JSON path, ttl).
+pub fn markers(v: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if k == "cache_control" {
+                        let ttl = child["ttl"].as_str().unwrap_or("5m").to_owned();
+                        out.push((path.clone(), ttl));
+                    } else {
+                        walk(child, format!("{path}.{k}"), out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    walk(child, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, String::new(), &mut out);
+    out
+}
