@@ -163,3 +163,52 @@ fn injection_can_be_switched_off_globally_and_per_model() {
         g.assert_healthy();
     }
 }
+
+#[test]
+fn a_30_turn_agentic_replay_costs_far_less_through_the_gateway() {
+    use crate::support::cache_sim::{CacheSim, SimUsage, usage_of};
+    let requests = bodies::agentic_replay("claude-sonnet-4-5", 30);
+    let replay = |url: &str| {
+        let mut total = SimUsage::default();
+        for body in &requests {
+            let resp = client().post(url).body(body.clone()).send().unwrap();
+            assert_eq!(resp.status(), 200);
+            total.add(usage_of(
+                &serde_json::from_slice(&resp.bytes().unwrap()).unwrap(),
+            ));
+        }
+        total
+    };
+    // Sonnet 4.5 caches prefixes of 1,024 tokens or more.
+    let sim = CacheSim::new(1024);
+    let mock = Mock::start("anthropic", sim.responder());
+    let gw = Gateway::start(envoy::bootstrap(mock.port(), "{}"));
+    let through = replay(&gw.url("/v1/messages"));
+
+    let direct_sim = CacheSim::new(1024);
+    let direct_mock = Mock::start("direct", direct_sim.responder());
+    let direct = replay(&format!(
+        "http://127.0.0.1:{}/v1/messages",
+        direct_mock.port()
+    ));
+
+    // Same prompt tokens either way; without markers nothing is cached.
+    let tokens = |u: &SimUsage| u.input + u.write_5m + u.write_1h + u.read;
+    assert_eq!(tokens(&through), tokens(&direct));
+    assert_eq!(direct.input, tokens(&direct));
+    let saving = 1.0 - through.cost() as f64 / direct.cost() as f64;
+    println!(
+        "replay: direct {direct:?} cost {}; through the gateway {through:?} cost {}; saving {:.1}%",
+        direct.cost(),
+        through.cost(),
+        saving * 100.0
+    );
+    assert!(saving >= 0.60, "saving {saving}");
+    // Deterministic: the same bodies, markers and simulator give the same figures every run.
+    assert_eq!(
+        (direct.cost(), through.cost()),
+        (49_143_800, 8_311_825),
+        "update the figures here and in README.md"
+    );
+    gw.assert_healthy();
+}

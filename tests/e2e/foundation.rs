@@ -11,6 +11,18 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Plugin configuration with cache injection off: the filter must then change no body byte.
+const PASSTHROUGH: &str = r#"{"cache":{"enabled":false}}"#;
+
+/// What the upstream must receive for `body` with the default configuration (markers added by
+/// the same pure code the filter runs).
+fn rewritten(body: &[u8]) -> Vec<u8> {
+    use claude_gateway::{config, plan, request::Endpoint, splice};
+    let config = config::parse(b"{}").unwrap();
+    let p = plan::plan(&config, Endpoint::Messages, Some(body));
+    splice::apply(body, &p.cache.edits)
+}
+
 /// A gateway with the default plugin configuration in front of one default mock.
 fn gateway() -> (Mock, Gateway) {
     let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
@@ -49,7 +61,7 @@ const CLIENT_HEADERS: &[(&str, &str)] = &[
 fn upstream_receives_the_clients_body_headers_path_and_query() {
     let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
     let other = Mock::start("other", anthropic::responder("other"));
-    let mut b = envoy::bootstrap(mock.port(), "{}");
+    let mut b = envoy::bootstrap(mock.port(), PASSTHROUGH);
     b.add_cluster("other", "127.0.0.1", other.port());
     let gw = Gateway::start(b);
     let body = bodies::claude_code("claude-opus-4-8", false, 20_000);
@@ -166,8 +178,17 @@ fn large_bodies_pass_over_http1_chunked_and_http2() {
     }
     let seen = mock.wait_requests(3);
     assert_eq!(seen.len(), 3);
+    let want = rewritten(&body);
+    assert!(want.len() > body.len(), "no marker added");
     for r in &seen {
-        assert!(r.body == body, "a 5 MiB body arrived changed");
+        assert!(
+            r.body == want,
+            "a 5 MiB body arrived with other changes than its markers"
+        );
+        assert_eq!(
+            r.header("content-length"),
+            Some(want.len().to_string().as_str())
+        );
     }
     gw.assert_healthy();
 }

@@ -9,7 +9,9 @@
     clippy::indexing_slicing
 )]
 
+// Shared with the benchmarks, which use parts the tests do not.
 #[path = "../support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 mod cache;

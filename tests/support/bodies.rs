@@ -124,3 +124,37 @@ pub fn markers(v: &Value) -> Vec<(String, String)> {
     walk(v, String::new(), &mut out);
     out
 }
+
+/// The requests of an agentic session from a client that sends no cache markers: each turn
+/// the assistant calls a tool and the next request carries the whole conversation plus the
+/// tool's output (sizes vary deterministically between 0.8 and 6 KB).
+pub fn agentic_replay(model: &str, turns: usize) -> Vec<Vec<u8>> {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |lo: usize, hi: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        lo + (seed >> 33) as usize % (hi - lo)
+    };
+    let tool = |name: &str| {
+        json!({"name":name,"description":format!("{name}: {}", "Use this tool to inspect or change the repository. ".repeat(40)),
+            "input_schema":{"type":"object","properties":{"arg":{"type":"string"}},"required":["arg"]}})
+    };
+    let tools = json!([tool("bash"), tool("read_file"), tool("edit_file")]);
+    let system = "You are an autonomous coding agent working in a Rust repository. ".repeat(120);
+    let mut messages = vec![
+        json!({"role":"user","content":"The integration tests fail after the refactor; find out why and fix it."}),
+    ];
+    let mut requests = Vec::with_capacity(turns);
+    for turn in 0..turns {
+        let body = json!({"model":model,"max_tokens":4096,"system":system,"tools":tools,"messages":messages});
+        requests.push(serde_json::to_vec(&body).unwrap());
+        let id = format!("toolu_{turn:03}");
+        messages.push(json!({"role":"assistant","content":[
+            {"type":"text","text":format!("Step {turn}: checking the next file.")},
+            {"type":"tool_use","id":id,"name":"bash","input":{"arg":format!("cargo test --test t{turn}")}}]}));
+        let output = "error[E0308]: mismatched types in src/lib.rs\n".repeat(next(18, 130));
+        messages.push(json!({"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":output}]}));
+    }
+    requests
+}

@@ -149,6 +149,30 @@ impl Bootstrap {
         self
     }
 
+    /// Adds a copy of the first listener named `name`, on an ephemeral port, without any wasm
+    /// filter and with routes to `cluster` instead of the routing header: the same Envoy then
+    /// serves bare and filtered traffic (for benchmarks).
+    pub fn add_bare_listener(&mut self, name: &str, cluster: &str) -> &mut Self {
+        let mut copy = self.listeners().first().expect("no listener").clone();
+        *key(&mut copy, "name") = Value::from(name);
+        *key(&mut copy, "address") = socket_address("127.0.0.1", 0);
+        visit(&mut copy, &mut |m| {
+            if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
+                filters.retain(|f| {
+                    f.get("typed_config")
+                        .and_then(|c| c.get("@type"))
+                        .and_then(Value::as_str)
+                        != Some(WASM_TYPE)
+                });
+            }
+            if m.remove("cluster_header").is_some() {
+                m.insert(Value::from("cluster"), Value::from(cluster));
+            }
+        });
+        self.listeners().push(copy);
+        self
+    }
+
     pub fn admin(&mut self, address: &str, port: u16) -> &mut Self {
         *key(key(&mut self.doc, "admin"), "address") = socket_address(address, port);
         self

@@ -140,11 +140,34 @@ impl Gateway {
     }
 
     fn listener_port(&self) -> u16 {
+        self.listener_port_of(None)
+    }
+
+    /// The port of the listener called `name` (the first one if `None`).
+    pub fn listener_port_of(&self, name: Option<&str>) -> u16 {
         let listeners: serde_json::Value =
             serde_json::from_str(&self.admin_get("/listeners?format=json").unwrap()).unwrap();
-        listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        let status = listeners["listener_statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| name.is_none_or(|n| l["name"] == n))
+            .expect("no such listener");
+        status["local_address"]["socket_address"]["port_value"]
             .as_u64()
             .unwrap() as u16
+    }
+
+    /// CPU time the Envoy process has used, in nanoseconds (sum over its threads).
+    pub fn cpu_nanos(&self) -> u64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        fs::read_dir(tasks)
+            .map(|dir| {
+                dir.filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {

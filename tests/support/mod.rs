@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod bodies;
 pub mod bootstrap;
+pub mod cache_sim;
 pub mod envoy;
 pub mod mock;
 

@@ -1,0 +1,61 @@
+//! Native throughput of the pure core on Claude-Code-shaped bodies: the scanner alone
+//! (validation), inspection with the cache layout, and the full rewrite (inspect, plan, splice).
+//! `cargo bench --bench rewriter` (or `make bench`); prints MB/s.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../tests/support/bodies.rs"]
+#[allow(dead_code)]
+mod bodies;
+
+use claude_gateway::{config, json, plan, request, splice};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Runs `f` repeatedly for about `budget` and returns the best MB/s over 5 rounds.
+fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < budget / 5 {
+            f();
+            n += 1;
+        }
+        let mbs = (bytes as f64 * n as f64) / start.elapsed().as_secs_f64() / 1e6;
+        best = best.max(mbs);
+    }
+    best
+}
+
+fn main() {
+    let config = config::parse(b"{}").unwrap();
+    println!(
+        "{:>10} {:>14} {:>14} {:>14}",
+        "body", "scan MB/s", "inspect MB/s", "rewrite MB/s"
+    );
+    for (label, size) in [
+        ("50 KiB", 50 << 10),
+        ("512 KiB", 512 << 10),
+        ("5 MiB", 5 << 20),
+    ] {
+        let body = bodies::claude_code("claude-opus-4-8", true, size);
+        let budget = Duration::from_millis(1500);
+        let scan = throughput(body.len(), budget, || {
+            black_box(json::validate(black_box(&body))).unwrap();
+        });
+        let inspect = throughput(body.len(), budget, || {
+            black_box(request::inspect(black_box(&body), true)).unwrap();
+        });
+        let rewrite = throughput(body.len(), budget, || {
+            let p = plan::plan(&config, request::Endpoint::Messages, Some(black_box(&body)));
+            black_box(splice::apply_prefix(&body, &p.cache.edits));
+        });
+        println!("{label:>10} {scan:>14.0} {inspect:>14.0} {rewrite:>14.0}");
+    }
+}
