@@ -86,6 +86,28 @@ e2e: build venv ## end-to-end tests against a real Envoy
 .PHONY: test
 test: lint unit build validate e2e ## everything CI checks
 
+.PHONY: bench
+bench: build venv ## benchmarks: core throughput (native, V8) and Envoy CPU per request vs bare Envoy
+	@echo "== pure core, native"
+	cargo bench --bench rewriter
+	@echo "== pure core, V8 (node)"
+	cargo build --release --target $(WASM_TARGET) --bench rewriter
+	node --no-warnings benches/v8.mjs $$(ls -t target/$(WASM_TARGET)/release/deps/rewriter-*.wasm | head -1)
+	@echo "== Envoy CPU per request, filter vs no wasm filter (same Envoy, same upstream, same run)"
+	cargo bench --bench gateway
+
+FUZZ_SECONDS ?= 60
+CARGO_FUZZ_VERSION := 0.13.2
+
+.PHONY: fuzz
+fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	@for t in $$(cargo +nightly fuzz list --fuzz-dir fuzz); do \
+		mkdir -p fuzz/corpus/$$t; \
+		cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t tests/fixtures/cache -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=262144 || exit 1; \
+	done
+
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv
 	cargo clean

@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::bodies;
 use support::bootstrap::Bootstrap;
-use support::envoy::{self, Gateway};
+use support::envoy::{self, Gateway, Run, pin_current_thread};
 
 const UPSTREAM: &str = r#"
 static_resources:
@@ -126,12 +126,36 @@ impl Mode {
 }
 
 fn main() {
-    let upstream = Gateway::start(Bootstrap::parse(UPSTREAM).unwrap());
+    // The gateway gets CPU 0 to itself (one worker); the upstream and this client share CPU 1,
+    // so they never preempt the process being measured.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (gateway_cpu, other_cpu) = if cpus >= 2 {
+        (vec![0], vec![1])
+    } else {
+        (vec![], vec![])
+    };
+    pin_current_thread(&other_cpu);
+    let upstream = Gateway::start_with(
+        Bootstrap::parse(UPSTREAM).unwrap(),
+        &Run {
+            concurrency: 1,
+            cpus: other_cpu.clone(),
+        },
+    );
     let config = std::env::var("BENCH_PLUGIN_CONFIG").unwrap_or_else(|_| "{}".into());
     let mut b = envoy::bootstrap(upstream.port, &config);
     b.add_bare_listener("bare", "anthropic");
-    let gw = Gateway::start(b);
+    let gw = Gateway::start_with(
+        b,
+        &Run {
+            concurrency: 1,
+            cpus: gateway_cpu,
+        },
+    );
     let ports = [gw.listener_port_of(Some("bare")), gw.port];
+    if let Ok(file) = std::env::var("BENCH_PID_FILE") {
+        std::fs::write(file, gw.pid().to_string()).unwrap();
+    }
 
     println!(
         "{:>8} {:>14} {:>14} {:>7} {:>17} {:>17}",

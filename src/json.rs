@@ -240,6 +240,16 @@ impl<'a> Scanner<'a> {
     pub fn skip_string(&mut self) -> Result<Span> {
         self.expect(b'"')?;
         let start = self.pos;
+        // Keys and block types end within a few bytes: check the next eight before a memchr call.
+        if let Some(chunk) = self.buf.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+            let w = u64::from_le_bytes(*chunk);
+            let (quote, backslash) = (find_byte(w, b'"'), find_byte(w, b'\\'));
+            if quote != 0 && backslash.trailing_zeros() > quote.trailing_zeros() {
+                let end = start + (quote.trailing_zeros() / 8) as usize;
+                self.pos = end + 1;
+                return Ok(Span { start, end });
+            }
+        }
         let mut from = start;
         loop {
             let rest = self.buf.get(from..).unwrap_or_default();
@@ -359,21 +369,20 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Skips an object or array without recursion; `open_objects` records, per level, whether
-    /// it is an object (members need a key) or an array.
+    /// Skips an object or array without recursion or allocation: `levels` records, per open
+    /// level, whether it is an object (members need a key) or an array.
     fn container(&mut self) -> Result<()> {
-        let mut open_objects: Vec<bool> = Vec::new();
+        let mut levels = Levels::default();
         let mut just_opened;
         // Invariant at the top of the loop: the cursor is at a `{` or `[` to enter.
         'enter: loop {
-            if open_objects.len() >= MAX_DEPTH {
+            if !levels.push(self.byte()? == b'{') {
                 return self.err(ErrorKind::TooDeep);
             }
-            open_objects.push(self.byte()? == b'{');
             self.pos += 1;
             just_opened = true;
             loop {
-                let Some(&is_object) = open_objects.last() else {
+                let Some(is_object) = levels.top() else {
                     return Ok(());
                 };
                 let close = if is_object { b'}' } else { b']' };
@@ -381,8 +390,8 @@ impl<'a> Scanner<'a> {
                 let b = self.byte()?;
                 if b == close {
                     self.pos += 1;
-                    open_objects.pop();
-                    if open_objects.is_empty() {
+                    levels.pop();
+                    if levels.is_empty() {
                         return Ok(());
                     }
                     just_opened = false;
@@ -409,11 +418,58 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// A stack of up to [`MAX_DEPTH`] booleans (object or array), one bit per level.
+#[derive(Default)]
+struct Levels {
+    bits: [u64; MAX_DEPTH / 64],
+    depth: usize,
+}
+
+impl Levels {
+    /// Pushes a level; false when the stack is full.
+    fn push(&mut self, object: bool) -> bool {
+        let Some(word) = self.bits.get_mut(self.depth / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (self.depth % 64);
+        if object {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        self.depth += 1;
+        true
+    }
+
+    fn top(&self) -> Option<bool> {
+        let d = self.depth.checked_sub(1)?;
+        let word = self.bits.get(d / 64)?;
+        Some(word & (1u64 << (d % 64)) != 0)
+    }
+
+    fn pop(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
+}
+
 /// Validates a whole document.
 pub fn validate(buf: &[u8]) -> Result<()> {
     let mut s = Scanner::new(buf);
     s.value()?;
     s.finish()
+}
+
+/// The high bit of every byte of `w` equal to `b`; only the lowest flag is exact, which is
+/// enough to compare first occurrences (a lower flag means an earlier byte).
+fn find_byte(w: u64, b: u8) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (ONES * u64::from(b));
+    x.wrapping_sub(ONES) & !x & HIGH
 }
 
 /// Index of the first `"`, `\` or control byte at or after `i` (or `buf.len()`), eight bytes at
@@ -588,6 +644,11 @@ mod tests {
             assert_eq!(validate(s.as_bytes()), Ok(()), "{s:?}");
             assert!(Scanner::new(s.as_bytes()).string().is_err(), "{s:?}");
         }
+        // Short-string fast path: a backslash before the quote (with a later byte that would be
+        // a false SWAR flag) must not be mistaken for a plain end.
+        let mut sc = Scanner::new(br#""a\"b\"c\\" "#);
+        sc.skip_string().unwrap();
+        assert_eq!(sc.pos(), 11);
         // An escaped quote does not end a skipped string; an escaped backslash does not escape.
         for (doc, end) in [(r#""a\"b" "#, 6), (r#""a\\" "#, 5), (r#""\\\"" "#, 6)] {
             let mut sc = Scanner::new(doc.as_bytes());

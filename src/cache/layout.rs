@@ -1,6 +1,7 @@
 //! The cache-relevant shape of a request body, collected by the scanner in the same pass that
-//! reads `model`: where the tools, system blocks and message blocks are, which carry a
-//! `cache_control` marker (and its TTL), and which could take one.
+//! reads `model`: every client `cache_control` marker (position and TTL), and the few places a
+//! marker could be added (the last tool, the last system block, the last two user turns). It is
+//! a summary, not a tree: memory stays constant however long the conversation is.
 
 use crate::json::{Result, Scanner, Span, Str};
 
@@ -19,56 +20,54 @@ impl Ttl {
     }
 }
 
+/// Position of a breakpoint in the API's processing order: (section, index, block, sub-block),
+/// sections being tools (0), system (1), messages (2).
+pub type Pos = (u8, usize, usize, usize);
+
 /// One tool definition, system block or message content block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block {
     /// The object, braces included.
     pub span: Span,
-    /// Its own marker, if it has one.
-    pub marker: Option<Ttl>,
     /// It has a `cache_control` key at all (even `null`): never add a second one.
     pub has_cache_control: bool,
     /// The API accepts a marker on it (not thinking, not an empty text, a known block type).
     pub eligible: bool,
     /// `{}`: an insertion needs no leading comma.
     pub empty: bool,
-    /// Markers on its sub-blocks (`tool_result.content[]`): they count towards the limit.
-    pub nested: Vec<Ttl>,
 }
 
 /// A `system` value or a message's `content`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
     /// A JSON string (span with quotes) and whether it is blank.
-    Text {
-        span: Span,
-        blank: bool,
+    Text { span: Span, blank: bool },
+    /// A block array: its last block, and the block a marker would go on (the last eligible one
+    /// after the last block that has `cache_control`), each with its index.
+    Blocks {
+        last: Option<(usize, Block)>,
+        target: Option<(usize, Block)>,
     },
-    Blocks(Vec<Block>),
     /// Anything else (null, a number...): left alone.
     Other,
 }
 
+/// A user message: its index in `messages` and its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Assistant,
-    System,
-    Other,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub role: Role,
+pub struct UserTurn {
+    pub index: usize,
     pub content: Content,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
-    /// Span of the `tools` array and its elements.
-    pub tools: Option<(Span, Vec<Block>)>,
+    /// Span of the `tools` array and its last element.
+    pub tools: Option<(Span, Option<(usize, Block)>)>,
     pub system: Option<(Span, Content)>,
-    pub messages: Option<(Span, Vec<Message>)>,
+    /// Span of `messages`, its last user turn and the one before.
+    pub messages: Option<(Span, Option<UserTurn>, Option<UserTurn>)>,
+    /// Every client marker (tools, system, message blocks and their sub-blocks), in body order.
+    pub markers: Vec<(Pos, Ttl)>,
     /// A top-level `cache_control` (automatic caching): `Some(None)` if present but not an object.
     pub top_level: Option<Option<Ttl>>,
     /// Position of the root object's closing brace.
@@ -94,6 +93,16 @@ fn blank(raw: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// The raw bytes of a key, or its decoded form when it has escapes, for matching.
+fn key_bytes<'a>(key: &Str, body: &'a [u8], decoded: &'a mut String) -> &'a [u8] {
+    if key.escaped {
+        *decoded = key.decode(body).unwrap_or_default();
+        decoded.as_bytes()
+    } else {
+        key.span.of(body)
+    }
 }
 
 /// Reads a `cache_control` value; the cursor is at it.
@@ -124,147 +133,157 @@ enum Kind {
     Message,
 }
 
-fn string_or_skip(s: &mut Scanner) -> Result<Option<Str>> {
-    if s.peek()? == b'"' {
-        s.string().map(Some)
-    } else {
-        s.value()?;
-        Ok(None)
-    }
+/// Collects markers while walking one section.
+struct Walk<'a> {
+    body: &'a [u8],
+    markers: &'a mut Vec<(Pos, Ttl)>,
 }
 
-/// Reads one element of `tools`, `system` or a message's `content`.
-fn block(s: &mut Scanner, body: &[u8], kind: Kind) -> Result<Block> {
-    let start = s.pos();
-    if s.peek()? != b'{' {
-        let span = s.value()?;
-        return Ok(Block {
-            span,
-            marker: None,
+impl Walk<'_> {
+    /// Reads one element of `tools`, `system` or a message's `content` at position `pos`.
+    fn block(&mut self, s: &mut Scanner, kind: Kind, pos: Pos) -> Result<Block> {
+        let body = self.body;
+        let start = s.pos();
+        let mut b = Block {
+            span: Span::default(),
             has_cache_control: false,
             eligible: false,
-            empty: false,
-            nested: Vec::new(),
-        });
+            empty: true,
+        };
+        if s.peek()? != b'{' {
+            b.span = s.value()?;
+            b.empty = false;
+            return Ok(b);
+        }
+        let mut ty = Span::default();
+        let mut text_blank = false;
+        let mut decoded = String::new();
+        let mut obj = s.enter_object()?;
+        while let Some(key) = s.next_key(&mut obj)? {
+            b.empty = false;
+            match key_bytes(&key, body, &mut decoded) {
+                b"cache_control" => {
+                    b.has_cache_control = true;
+                    if let Some(ttl) = marker(s, body)? {
+                        self.markers.push((pos, ttl));
+                    }
+                }
+                b"type" if kind != Kind::Tool && s.peek()? == b'"' => ty = s.string()?.span,
+                b"text" if kind != Kind::Tool && s.peek()? == b'"' => {
+                    text_blank = blank(s.skip_string()?.of(body));
+                }
+                b"content" if kind == Kind::Message && s.peek()? == b'[' => {
+                    self.nested_markers(s, pos)?;
+                }
+                _ => {
+                    s.value()?;
+                }
+            }
+        }
+        b.span = Span {
+            start,
+            end: s.pos(),
+        };
+        b.eligible = match kind {
+            Kind::Tool => true,
+            _ => {
+                let ty = ty.of(body);
+                markable(ty) && !(ty == b"text" && text_blank)
+            }
+        };
+        Ok(b)
     }
-    let mut b = Block {
-        span: Span::default(),
-        marker: None,
-        has_cache_control: false,
-        eligible: kind == Kind::Tool,
-        empty: true,
-        nested: Vec::new(),
-    };
-    let mut ty: Option<Str> = None;
-    let mut text_blank = false;
-    let mut obj = s.enter_object()?;
-    while let Some(key) = s.next_key(&mut obj)? {
-        b.empty = false;
-        if key.matches(body, "cache_control") {
-            b.has_cache_control = true;
-            b.marker = marker(s, body)?;
-        } else if kind == Kind::Tool {
-            s.value()?;
-        } else if key.matches(body, "type") {
-            ty = string_or_skip(s)?;
-        } else if key.matches(body, "text") {
-            text_blank = string_or_skip(s)?.is_none_or(|t| blank(t.span.of(body)));
-        } else if kind == Kind::Message && key.matches(body, "content") && s.peek()? == b'[' {
-            nested_markers(s, body, &mut b.nested)?;
-        } else {
-            s.value()?;
+
+    /// Markers on the sub-blocks of a block's `content` array (tool results).
+    fn nested_markers(&mut self, s: &mut Scanner, (section, i, k, _): Pos) -> Result<()> {
+        let mut arr = s.enter_array()?;
+        let mut sub = 0;
+        while s.next_item(&mut arr)? {
+            sub += 1;
+            if s.peek()? != b'{' {
+                s.value()?;
+                continue;
+            }
+            let mut obj = s.enter_object()?;
+            while let Some(key) = s.next_key(&mut obj)? {
+                if key.matches(self.body, "cache_control") {
+                    if let Some(ttl) = marker(s, self.body)? {
+                        self.markers.push(((section, i, k, sub), ttl));
+                    }
+                } else {
+                    s.value()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a block array, returning its last block and its marker target (see [`Content`]).
+    fn blocks(&mut self, s: &mut Scanner, kind: Kind, section: u8, i: usize) -> Result<Content> {
+        let mut last = None;
+        let mut target = None;
+        let mut arr = s.enter_array()?;
+        let mut k = 0;
+        while s.next_item(&mut arr)? {
+            let b = self.block(s, kind, (section, i, k, 0))?;
+            if b.has_cache_control {
+                target = None;
+            } else if b.eligible {
+                target = Some((k, b));
+            }
+            last = Some((k, b));
+            k += 1;
+        }
+        Ok(Content::Blocks { last, target })
+    }
+
+    /// Reads a `system` value or a message `content` value.
+    fn content(&mut self, s: &mut Scanner, kind: Kind, section: u8, i: usize) -> Result<Content> {
+        match s.peek()? {
+            b'"' => {
+                let start = s.pos();
+                let text = s.skip_string()?;
+                Ok(Content::Text {
+                    span: Span {
+                        start,
+                        end: s.pos(),
+                    },
+                    blank: blank(text.of(self.body)),
+                })
+            }
+            b'[' => self.blocks(s, kind, section, i),
+            _ => {
+                s.value()?;
+                Ok(Content::Other)
+            }
         }
     }
-    b.span = Span {
-        start,
-        end: s.pos(),
-    };
-    if kind != Kind::Tool {
-        let ty = ty.map(|t| t.span.of(body)).unwrap_or_default();
-        b.eligible = markable(ty) && !(ty == b"text" && text_blank);
-    }
-    Ok(b)
-}
 
-/// Markers on the sub-blocks of a block's `content` array (tool results).
-fn nested_markers(s: &mut Scanner, body: &[u8], out: &mut Vec<Ttl>) -> Result<()> {
-    let mut arr = s.enter_array()?;
-    while s.next_item(&mut arr)? {
+    /// Reads one message; returns whether it is a user message, and its content.
+    fn message(&mut self, s: &mut Scanner, i: usize) -> Result<(bool, Content)> {
+        let mut user = false;
+        let mut content = Content::Other;
         if s.peek()? != b'{' {
             s.value()?;
-            continue;
+            return Ok((false, content));
         }
         let mut obj = s.enter_object()?;
         while let Some(key) = s.next_key(&mut obj)? {
-            if key.matches(body, "cache_control") {
-                if let Some(ttl) = marker(s, body)? {
-                    out.push(ttl);
-                }
+            if key.matches(self.body, "role") {
+                user = if s.peek()? == b'"' {
+                    s.string()?.matches(self.body, "user")
+                } else {
+                    s.value()?;
+                    false
+                };
+            } else if key.matches(self.body, "content") {
+                content = self.content(s, Kind::Message, 2, i)?;
             } else {
                 s.value()?;
             }
         }
+        Ok((user, content))
     }
-    Ok(())
-}
-
-/// Reads an array of blocks (`tools` or a block-form `system`/`content`).
-fn blocks(s: &mut Scanner, body: &[u8], kind: Kind) -> Result<Vec<Block>> {
-    let mut out = Vec::new();
-    let mut arr = s.enter_array()?;
-    while s.next_item(&mut arr)? {
-        out.push(block(s, body, kind)?);
-    }
-    Ok(out)
-}
-
-/// Reads a `system` value or a message `content` value.
-fn content(s: &mut Scanner, body: &[u8], kind: Kind) -> Result<Content> {
-    match s.peek()? {
-        b'"' => {
-            let start = s.pos();
-            let t = s.string()?;
-            Ok(Content::Text {
-                span: Span {
-                    start,
-                    end: s.pos(),
-                },
-                blank: blank(t.span.of(body)),
-            })
-        }
-        b'[' => Ok(Content::Blocks(blocks(s, body, kind)?)),
-        _ => {
-            s.value()?;
-            Ok(Content::Other)
-        }
-    }
-}
-
-fn message(s: &mut Scanner, body: &[u8]) -> Result<Message> {
-    let mut m = Message {
-        role: Role::Other,
-        content: Content::Other,
-    };
-    if s.peek()? != b'{' {
-        s.value()?;
-        return Ok(m);
-    }
-    let mut obj = s.enter_object()?;
-    while let Some(key) = s.next_key(&mut obj)? {
-        if key.matches(body, "role") {
-            m.role = match string_or_skip(s)? {
-                Some(r) if r.matches(body, "user") => Role::User,
-                Some(r) if r.matches(body, "assistant") => Role::Assistant,
-                Some(r) if r.matches(body, "system") => Role::System,
-                _ => Role::Other,
-            };
-        } else if key.matches(body, "content") {
-            m.content = content(s, body, Kind::Message)?;
-        } else {
-            s.value()?;
-        }
-    }
-    Ok(m)
 }
 
 impl Layout {
@@ -272,27 +291,40 @@ impl Layout {
     /// whether it was (otherwise the caller skips the value). The cursor is at the value.
     pub fn read_member(&mut self, s: &mut Scanner, body: &[u8], key: &Str) -> Result<bool> {
         let start = s.pos();
+        let mut w = Walk {
+            body,
+            markers: &mut self.markers,
+        };
         if key.matches(body, "tools") {
-            if s.peek()? == b'[' {
-                let list = blocks(s, body, Kind::Tool)?;
-                self.tools = Some((span_from(start, s), list));
-            } else {
+            if s.peek()? != b'[' {
                 s.value()?;
+                return Ok(true);
             }
+            let last = match w.blocks(s, Kind::Tool, 0, 0)? {
+                Content::Blocks { last, .. } => last,
+                _ => None,
+            };
+            self.tools = Some((span_from(start, s), last));
         } else if key.matches(body, "system") {
-            let c = content(s, body, Kind::System)?;
+            let c = w.content(s, Kind::System, 1, 0)?;
             self.system = Some((span_from(start, s), c));
         } else if key.matches(body, "messages") {
-            if s.peek()? == b'[' {
-                let mut list = Vec::new();
-                let mut arr = s.enter_array()?;
-                while s.next_item(&mut arr)? {
-                    list.push(message(s, body)?);
-                }
-                self.messages = Some((span_from(start, s), list));
-            } else {
+            if s.peek()? != b'[' {
                 s.value()?;
+                return Ok(true);
             }
+            let (mut last, mut previous) = (None, None);
+            let mut arr = s.enter_array()?;
+            let mut i = 0;
+            while s.next_item(&mut arr)? {
+                let (user, content) = w.message(s, i)?;
+                if user {
+                    previous = last;
+                    last = Some(UserTurn { index: i, content });
+                }
+                i += 1;
+            }
+            self.messages = Some((span_from(start, s), last, previous));
         } else if key.matches(body, "cache_control") {
             self.top_level = Some(marker(s, body)?);
         } else {
@@ -327,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn collects_markers_and_eligibility() {
+    fn collects_markers_and_targets() {
         let l = layout(
             r#"{"tools":[{"name":"a"},{"name":"b","cache_control":{"type":"ephemeral","ttl":"1h"}}],
             "system":[{"type":"text","text":"x"},{"type":"text","text":"  \n "}],
@@ -337,37 +369,56 @@ mod tests {
               {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r","cache_control":{"type":"ephemeral"}}]},{"type":"fallback"}]}],
             "cache_control":{"type":"ephemeral","ttl":"1h"}}"#,
         );
-        let (_, tools) = l.tools.unwrap();
-        assert_eq!(tools[0].marker, None);
-        assert!(tools[0].eligible);
-        assert_eq!(tools[1].marker, Some(Ttl::OneHour));
-        let Content::Blocks(system) = l.system.unwrap().1 else {
+        assert_eq!(
+            l.markers,
+            [
+                ((0, 0, 1, 0), Ttl::OneHour),
+                ((2, 2, 0, 0), Ttl::FiveMinutes),
+                ((2, 3, 0, 1), Ttl::FiveMinutes)
+            ]
+        );
+        let (_, last_tool) = l.tools.unwrap();
+        let (i, b) = last_tool.unwrap();
+        assert!(i == 1 && b.has_cache_control && b.eligible);
+        let Content::Blocks { last, .. } = l.system.unwrap().1 else {
             panic!()
         };
-        assert!(system[0].eligible);
-        assert!(!system[1].eligible, "blank text");
-        let (_, msgs) = l.messages.unwrap();
-        assert_eq!(msgs[0].role, Role::User);
+        let (i, b) = last.unwrap();
+        assert!(i == 1 && !b.eligible, "blank text");
+        let (_, last_user, previous) = l.messages.unwrap();
+        let last_user = last_user.unwrap();
+        assert_eq!(last_user.index, 3);
+        // The tool result is the target: the unknown block after it cannot take a marker.
+        let Content::Blocks { target, last } = last_user.content else {
+            panic!()
+        };
+        assert_eq!((target.unwrap().0, last.unwrap().0), (0, 1));
+        let previous = previous.unwrap();
+        assert_eq!(previous.index, 0);
         assert!(matches!(
-            msgs[0].content,
+            previous.content,
             Content::Text { blank: false, .. }
         ));
-        let Content::Blocks(a) = &msgs[1].content else {
-            panic!()
-        };
-        assert!(!a[0].eligible, "thinking");
-        assert!(a[1].eligible);
-        assert_eq!(msgs[2].role, Role::System);
-        let Content::Blocks(sys) = &msgs[2].content else {
-            panic!()
-        };
-        assert_eq!(sys[0].marker, Some(Ttl::FiveMinutes));
-        let Content::Blocks(u) = &msgs[3].content else {
-            panic!()
-        };
-        assert_eq!(u[0].nested, vec![Ttl::FiveMinutes]);
-        assert!(u[0].eligible && !u[1].eligible, "unknown block type");
         assert_eq!(l.top_level, Some(Some(Ttl::OneHour)));
+    }
+
+    #[test]
+    fn a_later_marker_clears_the_target() {
+        let l = layout(
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image","cache_control":{"type":"ephemeral"}},{"type":"thinking"}]}]}"#,
+        );
+        let Content::Blocks { target, .. } = l.messages.unwrap().1.unwrap().content else {
+            panic!()
+        };
+        assert_eq!(target, None);
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        let l = layout(
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a","cache\u005fcontrol":{"type":"ephemeral"}}]}]}"#,
+        );
+        assert_eq!(l.markers.len(), 1);
     }
 
     #[test]

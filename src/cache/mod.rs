@@ -13,7 +13,7 @@ pub mod layout;
 
 use crate::splice::Edit;
 pub use layout::Ttl;
-use layout::{Block, Content, Layout, Role};
+use layout::{Block, Content, Layout, Pos};
 
 /// The API's limit on breakpoints per request.
 pub const MAX_BREAKPOINTS: usize = 4;
@@ -168,15 +168,20 @@ impl Outcome {
     }
 }
 
-/// Position of a breakpoint in the API's processing order: (section, index, block, sub-block),
-/// sections being tools, system, messages.
-type Pos = (u8, usize, usize, usize);
-
 /// Where a marker goes: into an object, or around a string that becomes a one-block array.
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Object { close: usize, empty: bool },
     Text { start: usize, end: usize },
+}
+
+impl Target {
+    fn end(self) -> usize {
+        match self {
+            Target::Object { close, .. } => close + 1,
+            Target::Text { end, .. } => end,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,38 +193,6 @@ struct Candidate {
     prefix: usize,
 }
 
-fn len(span: Option<crate::json::Span>) -> usize {
-    span.map_or(0, |s| s.len())
-}
-
-/// Every client marker with its position.
-fn existing(l: &Layout) -> Vec<(Pos, Ttl)> {
-    let mut out = Vec::new();
-    if let Some((_, tools)) = &l.tools {
-        for (i, b) in tools.iter().enumerate() {
-            out.extend(b.marker.map(|t| ((0, i, 0, 0), t)));
-        }
-    }
-    if let Some((_, Content::Blocks(blocks))) = &l.system {
-        for (i, b) in blocks.iter().enumerate() {
-            out.extend(b.marker.map(|t| ((1, i, 0, 0), t)));
-        }
-    }
-    if let Some((_, messages)) = &l.messages {
-        for (m, msg) in messages.iter().enumerate() {
-            if let Content::Blocks(blocks) = &msg.content {
-                for (k, b) in blocks.iter().enumerate() {
-                    out.extend(b.marker.map(|t| ((2, m, k, 0), t)));
-                    for (j, &t) in b.nested.iter().enumerate() {
-                        out.push(((2, m, k, j + 1), t));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 fn object_target(b: &Block) -> Option<Target> {
     (b.eligible && !b.has_cache_control).then_some(Target::Object {
         close: b.span.end.saturating_sub(1),
@@ -227,10 +200,9 @@ fn object_target(b: &Block) -> Option<Target> {
     })
 }
 
-/// The block of a system value or message content that would take the marker: a non-blank
-/// string, or the last eligible block, unless a later block already has a marker.
+/// A non-blank string, or the block the layout picked for a marker.
 fn content_target(content: &Content) -> Option<(usize, Target)> {
-    match content {
+    match *content {
         Content::Text { span, blank: false } => Some((
             0,
             Target::Text {
@@ -238,80 +210,58 @@ fn content_target(content: &Content) -> Option<(usize, Target)> {
                 end: span.end,
             },
         )),
-        Content::Blocks(blocks) => {
-            for (k, b) in blocks.iter().enumerate().rev() {
-                if b.has_cache_control {
-                    return None;
-                }
-                if let Some(t) = object_target(b) {
-                    return Some((k, t));
-                }
-            }
-            None
-        }
+        Content::Blocks {
+            target: Some((k, b)),
+            ..
+        } => Some((k, object_target(&b)?)),
         _ => None,
     }
 }
 
 fn candidate(l: &Layout, location: Location) -> Option<Candidate> {
-    let tools_len = len(l.tools.as_ref().map(|t| t.0));
-    let system_len = len(l.system.as_ref().map(|s| s.0));
-    match location {
+    let tools_len = l.tools.as_ref().map_or(0, |t| t.0.len());
+    let system_len = l.system.as_ref().map_or(0, |s| s.0.len());
+    let (pos, target, prefix) = match location {
         Location::Tools => {
-            let (span, tools) = l.tools.as_ref()?;
-            let i = tools.len().checked_sub(1)?;
-            let b = tools.get(i)?;
-            Some(Candidate {
-                location,
-                pos: (0, i, 0, 0),
-                target: object_target(b)?,
-                prefix: b.span.end - span.start,
-            })
+            let (span, last) = l.tools.as_ref()?;
+            let (i, b) = (*last)?;
+            let t = object_target(&b)?;
+            ((0, i, 0, 0), t, t.end() - span.start)
         }
         Location::System => {
             let (span, content) = l.system.as_ref()?;
-            let (i, target) = match content {
-                Content::Blocks(blocks) => {
-                    // The last system block itself: never a marker on an earlier one.
-                    let i = blocks.len().checked_sub(1)?;
-                    (i, object_target(blocks.get(i)?)?)
+            let (i, t) = match *content {
+                // The last system block itself: never a marker on an earlier one.
+                Content::Blocks { last, .. } => {
+                    let (i, b) = last?;
+                    (i, object_target(&b)?)
                 }
-                other => content_target(other)?,
+                other => content_target(&other)?,
             };
-            let end = match target {
-                Target::Object { close, .. } => close + 1,
-                Target::Text { end, .. } => end,
-            };
-            Some(Candidate {
-                location,
-                pos: (1, i, 0, 0),
-                target,
-                prefix: tools_len + end - span.start,
-            })
+            ((1, i, 0, 0), t, tools_len + t.end() - span.start)
         }
         Location::LastUser | Location::PreviousUser => {
-            let (span, messages) = l.messages.as_ref()?;
-            let skip = usize::from(location == Location::PreviousUser);
-            let (m, msg) = messages
-                .iter()
-                .enumerate()
-                .rev()
-                .filter(|(_, msg)| msg.role == Role::User)
-                .nth(skip)?;
-            let (k, target) = content_target(&msg.content)?;
-            let end = match target {
-                Target::Object { close, .. } => close + 1,
-                Target::Text { end, .. } => end,
+            let (span, last, previous) = l.messages.as_ref()?;
+            let turn = if location == Location::LastUser {
+                (*last)?
+            } else {
+                (*previous)?
             };
-            Some(Candidate {
-                location,
-                pos: (2, m, k, 0),
-                target,
-                prefix: tools_len + system_len + end - span.start,
-            })
+            let (k, t) = content_target(&turn.content)?;
+            (
+                (2, turn.index, k, 0),
+                t,
+                tools_len + system_len + t.end() - span.start,
+            )
         }
-        Location::Automatic => None,
-    }
+        Location::Automatic => return None,
+    };
+    Some(Candidate {
+        location,
+        pos,
+        target,
+        prefix,
+    })
 }
 
 /// `"cache_control":{...}` for an injected marker. A 5-minute marker is written bare, which
@@ -361,11 +311,9 @@ fn ttl_at(pos: Pos, existing: &[(Pos, Ttl)], wanted: Ttl) -> Ttl {
     }
 }
 
-/// True if TTLs never go from 5m back up to 1h along the processing order.
-pub fn ttl_order_valid(markers: &[(Pos, Ttl)]) -> bool {
-    let mut sorted: Vec<_> = markers.to_vec();
-    sorted.sort();
-    !sorted
+/// True if TTLs never go from 5m back up to 1h along the processing order (`markers` sorted).
+fn ttl_order_valid(markers: &[(Pos, Ttl)]) -> bool {
+    !markers
         .windows(2)
         .any(|w| matches!(w, [(_, Ttl::FiveMinutes), (_, Ttl::OneHour)]))
 }
@@ -375,7 +323,8 @@ pub fn plan(l: &Layout, settings: &Settings) -> Outcome {
     if l.top_level.is_some() {
         return Outcome::skip(Skip::ClientAutomatic);
     }
-    let existing = existing(l);
+    let mut existing = l.markers.clone();
+    existing.sort();
     if existing.len() >= MAX_BREAKPOINTS {
         return Outcome::skip(Skip::Full);
     }
@@ -384,9 +333,9 @@ pub fn plan(l: &Layout, settings: &Settings) -> Outcome {
     }
     let tokens = |bytes: usize| bytes as u64 / settings.bytes_per_token.max(1);
     if settings.automatic && existing.is_empty() {
-        let prompt = len(l.tools.as_ref().map(|t| t.0))
-            + len(l.system.as_ref().map(|s| s.0))
-            + len(l.messages.as_ref().map(|m| m.0));
+        let prompt = l.tools.as_ref().map_or(0, |t| t.0.len())
+            + l.system.as_ref().map_or(0, |s| s.0.len())
+            + l.messages.as_ref().map_or(0, |m| m.0.len());
         if tokens(prompt) < settings.min_tokens {
             return Outcome::skip(Skip::BelowMinimum);
         }

@@ -10,6 +10,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::Path;
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
 
 pub struct Bootstrap {
     doc: Value,
@@ -149,9 +150,9 @@ impl Bootstrap {
         self
     }
 
-    /// Adds a copy of the first listener named `name`, on an ephemeral port, without any wasm
-    /// filter and with routes to `cluster` instead of the routing header: the same Envoy then
-    /// serves bare and filtered traffic (for benchmarks).
+    /// Adds a copy of the first listener named `name`, on an ephemeral port, without the wasm
+    /// filter (and the buffer filter that only serves it), routing to `cluster` instead of the
+    /// routing header: the same Envoy then serves bare and filtered traffic (for benchmarks).
     pub fn add_bare_listener(&mut self, name: &str, cluster: &str) -> &mut Self {
         let mut copy = self.listeners().first().expect("no listener").clone();
         *key(&mut copy, "name") = Value::from(name);
@@ -159,10 +160,8 @@ impl Bootstrap {
         visit(&mut copy, &mut |m| {
             if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
                 filters.retain(|f| {
-                    f.get("typed_config")
-                        .and_then(|c| c.get("@type"))
-                        .and_then(Value::as_str)
-                        != Some(WASM_TYPE)
+                    let ty = f.get("typed_config").and_then(|c| c.get("@type"));
+                    !matches!(ty.and_then(Value::as_str), Some(WASM_TYPE | BUFFER_TYPE))
                 });
             }
             if m.remove("cluster_header").is_some() {

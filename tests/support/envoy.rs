@@ -60,6 +60,37 @@ pub fn bootstrap(upstream_port: u16, plugin_config: &str) -> Bootstrap {
     b
 }
 
+/// How to run Envoy: worker threads, and the CPUs it may run on (all if empty).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub concurrency: u32,
+    pub cpus: Vec<usize>,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            concurrency: 2,
+            cpus: Vec::new(),
+        }
+    }
+}
+
+/// Restricts the calling thread (and what it spawns afterwards) to `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 pub struct Gateway {
     child: Child,
     dir: PathBuf,
@@ -82,7 +113,19 @@ impl Gateway {
         }
     }
 
-    pub fn try_start(mut b: Bootstrap) -> Started {
+    pub fn try_start(b: Bootstrap) -> Started {
+        Gateway::try_start_with(b, &Run::default())
+    }
+
+    /// Starts Envoy with explicit worker and CPU settings (benchmarks).
+    pub fn start_with(b: Bootstrap, run: &Run) -> Gateway {
+        match Gateway::try_start_with(b, run) {
+            Started::Ready(g) => g,
+            Started::Exited { code, log } => panic!("envoy exited ({code:?}):\n{log}"),
+        }
+    }
+
+    pub fn try_start_with(mut b: Bootstrap, run: &Run) -> Started {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("claude-gateway-e2e-{pid}-{n}"));
@@ -94,10 +137,20 @@ impl Gateway {
         let config = dir.join("envoy.yaml");
         fs::write(&config, b.to_yaml()).unwrap();
         let base_id = pid.wrapping_mul(64).wrapping_add(n) % 1_000_000_000;
-        let child = Command::new(envoy_bin())
+        let mut command = Command::new(envoy_bin());
+        let cpus = run.cpus.clone();
+        // SAFETY: the closure only calls sched_setaffinity, which is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                pin_current_thread(&cpus);
+                Ok(())
+            });
+        }
+        let child = command
             .arg("-c")
             .arg(&config)
-            .args(["--base-id", &base_id.to_string(), "--concurrency", "2"])
+            .args(["--base-id", &base_id.to_string()])
+            .args(["--concurrency", &run.concurrency.to_string()])
             .arg("--admin-address-path")
             .arg(dir.join("admin.txt"))
             .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
@@ -156,6 +209,10 @@ impl Gateway {
         status["local_address"]["socket_address"]["port_value"]
             .as_u64()
             .unwrap() as u16
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time the Envoy process has used, in nanoseconds (sum over its threads).
