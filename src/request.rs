@@ -44,6 +44,8 @@ pub struct BodyFacts {
     pub stream: bool,
     /// Where cache markers are and could go (empty unless asked for).
     pub layout: Layout,
+    /// `metadata.user_id`, decoded (Claude Code embeds its session id in it).
+    pub user_id: Option<String>,
 }
 
 /// Why a body is forwarded untouched. Each reason is counted in a metric.
@@ -107,6 +109,7 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
     let mut duplicate = false;
     let mut stream = false;
     let mut shape = Layout::default();
+    let mut user_id = None;
     let mut obj = s.enter_object()?;
     while let Some(key) = s.next_key(&mut obj)? {
         if key.matches(body, "model") {
@@ -127,6 +130,8 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
             ));
         } else if key.matches(body, "stream") {
             stream = s.bool_value()? == Some(true);
+        } else if key.matches(body, "metadata") && s.peek()? == b'{' {
+            user_id = metadata_user_id(&mut s, body)?;
         } else if !(layout && shape.read_member(&mut s, body, &key)?) {
             s.value()?;
         }
@@ -142,9 +147,27 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
             model_span,
             stream,
             layout: shape,
+            user_id,
         }),
         _ => Err(BodyIssue::NoModel),
     }
+}
+
+/// Reads `metadata.user_id` (bounded: the API caps it at 512 characters).
+fn metadata_user_id(s: &mut Scanner, body: &[u8]) -> crate::json::Result<Option<String>> {
+    let mut user_id = None;
+    let mut obj = s.enter_object()?;
+    while let Some(key) = s.next_key(&mut obj)? {
+        if key.matches(body, "user_id") && s.peek()? == b'"' {
+            let v = s.string()?;
+            if v.span.len() <= 4096 {
+                user_id = v.decode(body);
+            }
+        } else {
+            s.value()?;
+        }
+    }
+    Ok(user_id)
 }
 
 #[cfg(test)]
@@ -186,6 +209,13 @@ mod tests {
         assert!(!f.stream);
         let f = inspect(br#" { "model" : "m" } "#, true).unwrap();
         assert!(!f.stream);
+    }
+
+    #[test]
+    fn reads_metadata_user_id() {
+        let body = br#"{"model":"m","metadata":{"user_id":"{\"session_id\":\"abc\"}","other":1}}"#;
+        let f = inspect(body, false).unwrap();
+        assert_eq!(f.user_id.as_deref(), Some(r#"{"session_id":"abc"}"#));
     }
 
     #[test]

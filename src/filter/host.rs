@@ -14,7 +14,9 @@ const NOT_FOUND: u32 = 1;
 
 // Map and buffer selectors of the ABI.
 const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_HEADERS: u32 = 2;
 const REQUEST_BODY: u32 = 0;
+const RESPONSE_BODY: u32 = 1;
 const PLUGIN_CONFIGURATION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,19 @@ pub type HostResult<T> = Result<T, HostError>;
 unsafe extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -95,6 +110,7 @@ unsafe extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
 fn check(call: &'static str, status: u32) -> HostResult<()> {
@@ -133,6 +149,46 @@ pub fn log_level() -> HostResult<LogLevel> {
         3 => LogLevel::Warn,
         4 => LogLevel::Error,
         _ => LogLevel::Critical,
+    })
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> HostResult<u64> {
+    let mut t = 0u64;
+    // SAFETY: `t` is a valid out-pointer.
+    check("get_current_time", unsafe {
+        proxy_get_current_time_nanoseconds(&mut t)
+    })?;
+    Ok(t)
+}
+
+/// A property path is its segments joined by NUL bytes.
+fn property_path(path: &[&str]) -> Vec<u8> {
+    path.join("\0").into_bytes()
+}
+
+/// Reads an Envoy attribute (`request.time`, `upstream.address`...); `None` if absent.
+pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let key = property_path(path);
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid key slice and out-pointers.
+    let status = unsafe { proxy_get_property(key.as_ptr(), key.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(take(data, size)),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "get_property",
+            status,
+        }),
+    }
+}
+
+/// Writes filter state `wasm.<name>`, readable by Envoy's access log formatters.
+pub fn set_property(path: &[&str], value: &[u8]) -> HostResult<()> {
+    let key = property_path(path);
+    // SAFETY: valid key and value slices.
+    check("set_property", unsafe {
+        proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len())
     })
 }
 
@@ -185,6 +241,14 @@ pub fn request_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
     buffer(REQUEST_BODY, start, len)
 }
 
+pub fn response_header(name: &str) -> HostResult<Option<String>> {
+    header(RESPONSE_HEADERS, name)
+}
+
+pub fn response_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
+    buffer(RESPONSE_BODY, start, len)
+}
+
 /// Replaces `len` bytes at `start` of the buffered request body. Envoy supports replacing a
 /// prefix (start 0) or appending, not arbitrary ranges.
 pub fn set_request_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()> {
@@ -218,6 +282,12 @@ pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
         proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)
     })?;
     Ok(id)
+}
+
+/// Records a histogram value.
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    // SAFETY: plain values.
+    check("record_metric", unsafe { proxy_record_metric(id, value) })
 }
 
 pub fn increment_metric(id: u32, delta: i64) -> HostResult<()> {

@@ -1,18 +1,48 @@
 //! The per-request context. Requests to the Messages endpoints are held (headers paused, body
 //! buffered by Envoy) until the body is complete, then planned and released; everything else
-//! passes straight through. Responses are never paused.
+//! passes straight through. Responses are observed chunk by chunk and never paused; the
+//! request is accounted for in `on_log`, which also runs for aborted streams.
 
 use super::host;
 use super::stats::Stats;
+use crate::accounting::{self, Finished};
+use crate::audit;
 use crate::cache::{self, EXTENDED_TTL_BETA};
 use crate::config::Config;
 use crate::metrics;
 use crate::plan;
-use crate::request::Endpoint;
+use crate::request::{BodyIssue, Endpoint};
 use crate::splice;
+use crate::sse::Framer;
+use crate::usage::Extraction;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
+
+/// How the response body is read.
+enum Reader {
+    /// Not read (other endpoints, or usage accounting off).
+    Off,
+    /// Server-sent events, framed as they arrive.
+    Events(Framer),
+    /// A JSON body, copied (bounded) and parsed at its end.
+    Json(Vec<u8>),
+}
+
+/// What is known about the request for its audit record.
+#[derive(Default)]
+struct Seen {
+    endpoint: Option<Endpoint>,
+    method: String,
+    path: String,
+    session_header: Option<String>,
+    model: Option<String>,
+    stream: Option<bool>,
+    user_id: Option<String>,
+    body_issue: Option<BodyIssue>,
+    route: Option<String>,
+    markers_added: usize,
+}
 
 pub struct Http {
     id: u32,
@@ -22,8 +52,13 @@ pub struct Http {
     held: Option<Endpoint>,
     /// Bytes Envoy has buffered so far for a held request.
     body_size: usize,
-    /// Cache markers added to this request's body.
-    markers_added: usize,
+    seen: Seen,
+    status: Option<u32>,
+    reader: Reader,
+    extraction: Extraction,
+    /// The response reached its end.
+    response_ended: bool,
+    first_content_ns: Option<u64>,
 }
 
 impl Http {
@@ -34,18 +69,20 @@ impl Http {
             stats,
             held: None,
             body_size: 0,
-            markers_added: 0,
+            seen: Seen::default(),
+            status: None,
+            reader: Reader::Off,
+            extraction: Extraction::new(),
+            response_ended: false,
+            first_content_ns: None,
         }
     }
 
-    fn request_header(&self, name: &str) -> String {
-        match host::request_header(name) {
-            Ok(value) => value.unwrap_or_default(),
-            Err(e) => {
-                log::warn!("#{} {e}", self.id);
-                String::new()
-            }
-        }
+    fn request_header(&self, name: &str) -> Option<String> {
+        host::request_header(name).unwrap_or_else(|e| {
+            log::warn!("#{} {e}", self.id);
+            None
+        })
     }
 
     fn set_request_header(&self, name: &str, value: &str) {
@@ -67,13 +104,20 @@ impl Http {
         self.held = None;
         let plan = plan::plan(config, endpoint, body);
         match (&plan.body, body) {
-            (Ok(_), Some(body)) => self.add_markers(&plan.cache, body, plan.extended_ttl_beta),
+            (Ok(facts), Some(body)) => {
+                self.seen.model = Some(facts.model.clone());
+                self.seen.stream = Some(facts.stream);
+                self.seen.user_id = facts.user_id.clone();
+                self.add_markers(&plan.cache, body, plan.extended_ttl_beta);
+            }
             (Err(issue), _) => {
+                self.seen.body_issue = Some(*issue);
                 self.stats.add(&metrics::body_passthrough(*issue), 1);
                 log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
             }
             (Ok(_), None) => {}
         }
+        self.seen.route = Some(plan.cluster.to_owned());
         self.route(config, plan.cluster);
     }
 
@@ -92,7 +136,7 @@ impl Http {
         let length = body.len() - end + head.len();
         self.set_request_header("content-length", &length.to_string());
         if beta {
-            let current = host::request_header("anthropic-beta").unwrap_or_default();
+            let current = self.request_header("anthropic-beta");
             if let Some(value) = cache::add_beta(current.as_deref(), EXTENDED_TTL_BETA) {
                 self.set_request_header("anthropic-beta", &value);
             }
@@ -101,7 +145,7 @@ impl Http {
             self.stats
                 .add(&metrics::cache_markers_added(a.location, a.ttl), 1);
         }
-        self.markers_added = outcome.added.len();
+        self.seen.markers_added = outcome.added.len();
     }
 
     /// Reads the buffered body and releases the held request.
@@ -117,6 +161,51 @@ impl Http {
             }
         }
     }
+
+    /// Feeds one response chunk to the reader.
+    fn read_response(&mut self, chunk: &[u8], max_json: usize) {
+        match &mut self.reader {
+            Reader::Off => {}
+            Reader::Events(framer) => {
+                let extraction = &mut self.extraction;
+                let mut first_content = false;
+                framer.feed(chunk, &mut |e| first_content |= extraction.on_event(e));
+                if first_content {
+                    self.first_content_ns = host::now_nanos().ok();
+                }
+            }
+            Reader::Json(buf) => {
+                if buf.len() + chunk.len() <= max_json {
+                    buf.extend_from_slice(chunk);
+                } else {
+                    // Too large to read: the usage is reported as failed, the body flows on.
+                    self.reader = Reader::Off;
+                    self.extraction.on_json(b"");
+                }
+            }
+        }
+    }
+
+    /// The response is complete: a JSON body can be parsed now.
+    fn response_done(&mut self) {
+        self.response_ended = true;
+        if let Reader::Json(buf) = &self.reader {
+            self.extraction.on_json(buf);
+            self.reader = Reader::Off;
+        }
+    }
+
+    fn property_string(&self, path: &[&str]) -> Option<String> {
+        let bytes = host::property(path).ok().flatten()?;
+        let s = String::from_utf8_lossy(&bytes);
+        Some(s.chars().take(256).collect())
+    }
+
+    /// An integer attribute (Envoy encodes them as 8 little-endian bytes).
+    fn property_int(&self, path: &[&str]) -> Option<u64> {
+        let bytes = host::property(path).ok().flatten()?;
+        Some(u64::from_le_bytes(*bytes.first_chunk::<8>()?))
+    }
 }
 
 impl Context for Http {}
@@ -126,12 +215,14 @@ impl HttpContext for Http {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        let method = self.request_header(":method");
-        let path = self.request_header(":path");
-        let Some(endpoint) = Endpoint::classify(&method, &path) else {
+        self.seen.method = self.request_header(":method").unwrap_or_default();
+        self.seen.path = self.request_header(":path").unwrap_or_default();
+        let Some(endpoint) = Endpoint::classify(&self.seen.method, &self.seen.path) else {
             self.route(&config, &config.default_cluster);
             return Action::Continue;
         };
+        self.seen.endpoint = Some(endpoint);
+        self.seen.session_header = self.request_header("x-claude-code-session-id");
         // The filter reads these responses, so they must not come back compressed.
         self.set_request_header("accept-encoding", "identity");
         if end_of_stream {
@@ -162,12 +253,101 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let read = self.seen.endpoint == Some(Endpoint::Messages)
+            && self.config.as_ref().is_some_and(|c| c.usage.enabled);
+        if !read {
+            return Action::Continue;
+        }
+        self.status = host::response_header(":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        let content_type = host::response_header("content-type")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.reader = if content_type.starts_with("text/event-stream") {
+            Reader::Events(Framer::new())
+        } else {
+            Reader::Json(Vec::new())
+        };
+        if end_of_stream {
+            self.response_done();
+        }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Observe only: returning anything but Continue would hold the stream back.
+        if !matches!(self.reader, Reader::Off) && body_size > 0 {
+            match host::response_body(0, body_size) {
+                Ok(chunk) => {
+                    let max = self
+                        .config
+                        .as_ref()
+                        .map_or(0, |c| c.usage.max_json_response_bytes);
+                    self.read_response(&chunk, max);
+                }
+                Err(e) => log::debug!("#{} {e}", self.id),
+            }
+        }
+        if end_of_stream {
+            self.response_done();
+        }
         Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        self.response_done();
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let status = self.status.or_else(|| {
+            self.property_int(&["response", "code"])
+                .and_then(|c| u32::try_from(c).ok())
+        });
+        let s = &self.seen;
+        let read = !matches!(self.reader, Reader::Off) || self.response_ended;
+        let finished = Finished {
+            endpoint: s.endpoint,
+            method: &s.method,
+            path: &s.path,
+            request_model: s.model.as_deref(),
+            stream: s.stream,
+            user_id: s.user_id.as_deref(),
+            session_header: s.session_header.as_deref(),
+            body_issue: s.body_issue,
+            markers_added: s.markers_added,
+            route: s.route.as_deref(),
+            extraction: (s.endpoint == Some(Endpoint::Messages) && read)
+                .then_some(&self.extraction),
+            response_ended: self.response_ended,
+            status: status.filter(|&c| c != 0),
+            start_ns: self.property_int(&["request", "time"]).unwrap_or(0),
+            first_content_ns: self.first_content_ns,
+            end_ns: host::now_nanos().unwrap_or(0),
+            request_id: self.property_string(&["request", "id"]),
+            upstream_cluster: self.property_string(&["xds", "cluster_name"]),
+            upstream_host: self.property_string(&["upstream", "address"]),
+            attempts: self.property_int(&["upstream", "request_attempt_count"]),
+            code_details: self.property_string(&["response", "code_details"]),
+        };
+        let (updates, record) = accounting::account(&config, &finished);
+        for (metric, n) in &updates.counters {
+            self.stats.add(metric, *n);
+        }
+        for (metric, v) in &updates.histograms {
+            self.stats.record(metric, *v);
+        }
+        if config.audit {
+            if let Err(e) = host::set_property(&[audit::PROPERTY], &record.to_json()) {
+                log::warn!("#{} cannot write the audit record: {e}", self.id);
+            }
+        }
     }
 }

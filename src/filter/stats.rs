@@ -25,6 +25,15 @@ impl Stats {
         }
     }
 
+    /// Records a value in a histogram.
+    pub fn record(&self, metric: &Metric, value: u64) {
+        if let Some(id) = self.id(metric) {
+            if let Err(e) = host::record_metric(id, value) {
+                log::debug!("{}: {e}", metric.name);
+            }
+        }
+    }
+
     fn id(&self, metric: &Metric) -> Option<u32> {
         if let Some(&id) = self.ids.borrow().get(metric) {
             return Some(id);

@@ -16,3 +16,4 @@ mod support;
 
 mod cache;
 mod foundation;
+mod usage;

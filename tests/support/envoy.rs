@@ -250,6 +250,33 @@ impl Gateway {
             .unwrap_or(0)
     }
 
+    /// The access log file (Envoy's standard output).
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.join("access.log")
+    }
+
+    /// The gateway's audit records in the access log so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.access_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["gen_ai.provider.name"] == "anthropic")
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` audit records were written, and returns them.
+    pub fn wait_audit_records(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.audit_records();
+            if records.len() >= n || Instant::now() > deadline {
+                return records;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Envoy's own log (stderr).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()

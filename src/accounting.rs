@@ -1,0 +1,177 @@
+//! What a finished request is recorded as: its metric updates and its audit record, computed in
+//! pure code from what the filter saw (the request, the plan, the response's usage, timings).
+
+use crate::audit::{self, Record};
+use crate::config::Config;
+use crate::cost;
+use crate::metrics::{self, Labels, Metric};
+use crate::request::{BodyIssue, Endpoint};
+use crate::session;
+use crate::usage::{Extraction, Tokens};
+
+/// Everything known about a request when it ends.
+#[derive(Debug, Default)]
+pub struct Finished<'a> {
+    pub endpoint: Option<Endpoint>,
+    pub method: &'a str,
+    /// Path with query; the record keeps the path only.
+    pub path: &'a str,
+    pub request_model: Option<&'a str>,
+    pub stream: Option<bool>,
+    pub user_id: Option<&'a str>,
+    pub session_header: Option<&'a str>,
+    pub body_issue: Option<BodyIssue>,
+    pub markers_added: usize,
+    pub route: Option<&'a str>,
+    /// Usage read from the response (None when the gateway does not read it).
+    pub extraction: Option<&'a Extraction>,
+    /// The response reached its end (not aborted, reset or timed out).
+    pub response_ended: bool,
+    pub status: Option<u32>,
+    pub start_ns: u64,
+    pub first_content_ns: Option<u64>,
+    pub end_ns: u64,
+    pub request_id: Option<String>,
+    pub upstream_cluster: Option<String>,
+    pub upstream_host: Option<String>,
+    pub attempts: Option<u64>,
+    pub code_details: Option<String>,
+}
+
+/// Metric updates: counters to add to, histogram values to record.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Updates {
+    pub counters: Vec<(Metric, u64)>,
+    pub histograms: Vec<(Metric, u64)>,
+}
+
+fn status_class(status: Option<u32>) -> String {
+    match status {
+        Some(s @ 100..=599) => format!("{}xx", s / 100),
+        _ => "none".to_owned(),
+    }
+}
+
+fn millis(from: u64, to: u64) -> u64 {
+    to.saturating_sub(from) / 1_000_000
+}
+
+/// The metric updates and audit record of a finished request.
+pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
+    let mut up = Updates::default();
+    let ex = f.extraction.filter(|_| config.usage.enabled);
+    let tokens = ex.map(Extraction::tokens).unwrap_or_default();
+    let (web_search, web_fetch) = ex.map(Extraction::server_tools).unwrap_or_default();
+    let served = ex.and_then(|x| x.model.as_deref());
+    let model_for_price = served.or(f.request_model);
+    let price = model_for_price.and_then(|m| cost::find(&config.usage.prices, m));
+    let cost = price.map_or(0, |p| cost::micro_usd(p, &tokens, web_search));
+    let labels = Labels {
+        route: f.route.unwrap_or("none"),
+        model: price.map_or("other", |p| p.name.as_str()),
+    };
+    let error_type = ex.and_then(|x| x.error_type.clone());
+    let error_phase = match (ex, f.status) {
+        (Some(x), _) if x.mid_stream_error => Some("stream"),
+        (_, Some(s)) if s >= 400 => Some("response"),
+        _ => None,
+    };
+    let usage_status = ex.map(|x| x.status(f.response_ended));
+    let ttft = f.first_content_ns.map(|t| millis(f.start_ns, t));
+    let duration = millis(f.start_ns, f.end_ns);
+
+    if config.usage.enabled && f.endpoint == Some(Endpoint::Messages) {
+        up.counters
+            .push((metrics::requests(labels, &status_class(f.status)), 1));
+        for (kind, n) in [
+            ("input", tokens.input),
+            ("cache_write_5m", tokens.cache_write_5m),
+            ("cache_write_1h", tokens.cache_write_1h),
+            ("cache_read", tokens.cache_read),
+            ("output", tokens.output),
+        ] {
+            up.counters.push((metrics::tokens(labels, kind), n));
+        }
+        up.counters.push((metrics::cost_micro_usd(labels), cost));
+        if price.is_none() && tokens != Tokens::default() {
+            up.counters.push((metrics::cost_unknown_model(labels), 1));
+        }
+        up.counters.push((
+            metrics::server_tool_requests(labels, "web_search"),
+            web_search,
+        ));
+        up.counters.push((
+            metrics::server_tool_requests(labels, "web_fetch"),
+            web_fetch,
+        ));
+        if let Some(phase) = error_phase {
+            let kind = error_type.as_deref().unwrap_or("other");
+            up.counters.push((metrics::errors(labels, kind, phase), 1));
+        }
+        if let Some(s) = usage_status {
+            up.counters.push((metrics::usage_extraction(s), 1));
+        }
+        if let Some(ms) = ttft {
+            up.histograms.push((metrics::ttft_ms(labels), ms));
+        }
+        up.histograms.push((metrics::duration_ms(labels), duration));
+    }
+    up.counters.retain(|(_, n)| *n > 0);
+
+    let short = |s: Option<&str>| s.map(|s| s.chars().take(128).collect::<String>());
+    let record = Record {
+        timestamp: audit::rfc3339(f.start_ns),
+        request_id: f.request_id.clone(),
+        session_id: session::session_id(f.session_header, f.user_id),
+        provider: "anthropic",
+        operation: f.endpoint.map(|e| match e {
+            Endpoint::Messages => "chat",
+            Endpoint::CountTokens => "count_tokens",
+        }),
+        method: f.method.chars().take(16).collect(),
+        path: f
+            .path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect(),
+        status: f.status,
+        request_model: short(f.request_model),
+        response_model: short(served),
+        response_id: ex.and_then(|x| x.message_id.clone()),
+        finish_reasons: ex.and_then(|x| x.stop_reason.clone()).into_iter().collect(),
+        stream: f.stream,
+        input_tokens: tokens.input,
+        cache_creation_input_tokens: tokens.cache_write_5m + tokens.cache_write_1h,
+        cache_creation_5m_input_tokens: tokens.cache_write_5m,
+        cache_creation_1h_input_tokens: tokens.cache_write_1h,
+        cache_read_input_tokens: tokens.cache_read,
+        output_tokens: tokens.output,
+        web_search_requests: web_search,
+        web_fetch_requests: web_fetch,
+        cost_micro_usd: cost,
+        cache_savings_micro_usd: price.map_or(0, |p| cost::cache_savings_micro_usd(p, &tokens)),
+        price: price.map(|p| p.name.clone()),
+        usage_status: usage_status.map(|s| s.as_str()),
+        route: f.route.map(str::to_owned),
+        upstream_cluster: f.upstream_cluster.clone(),
+        upstream_host: f.upstream_host.clone(),
+        attempts: f.attempts,
+        virtual_key: None,
+        cost_center: None,
+        key_alias: None,
+        error_type,
+        error_phase,
+        ttft_ms: ttft,
+        duration_ms: Some(duration),
+        cache_markers_added: f.markers_added,
+        body_issue: f.body_issue.map(BodyIssue::as_str),
+        response_code_details: f.code_details.clone(),
+    };
+    (up, record)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! The audit record: one flat JSON object per request, written into Envoy's filter state when
+//! the request ends and printed as the access log line, so a warehouse can ingest it as is.
+//! Keys follow the OpenTelemetry GenAI / HTTP semantic conventions where one exists. It holds
+//! identifiers and counts only: never prompt or completion text, never a key.
+
+use serde::Serialize;
+
+/// The filter-state key (`%FILTER_STATE(wasm.claude_gateway:PLAIN)%` in Envoy's access log).
+pub const PROPERTY: &str = "claude_gateway";
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Record {
+    /// Request start, RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+    /// Envoy's `x-request-id`.
+    pub request_id: Option<String>,
+    #[serde(rename = "session.id")]
+    pub session_id: Option<String>,
+    #[serde(rename = "gen_ai.provider.name")]
+    pub provider: &'static str,
+    /// `chat` for Messages, `count_tokens`, or null for other endpoints.
+    #[serde(rename = "gen_ai.operation.name")]
+    pub operation: Option<&'static str>,
+    #[serde(rename = "http.request.method")]
+    pub method: String,
+    /// The path without its query.
+    #[serde(rename = "url.path")]
+    pub path: String,
+    #[serde(rename = "http.response.status_code")]
+    pub status: Option<u32>,
+    #[serde(rename = "gen_ai.request.model")]
+    pub request_model: Option<String>,
+    #[serde(rename = "gen_ai.response.model")]
+    pub response_model: Option<String>,
+    #[serde(rename = "gen_ai.response.id")]
+    pub response_id: Option<String>,
+    #[serde(rename = "gen_ai.response.finish_reasons")]
+    pub finish_reasons: Vec<String>,
+    pub stream: Option<bool>,
+    /// Uncached input tokens (Anthropic's `input_tokens`).
+    #[serde(rename = "gen_ai.usage.input_tokens")]
+    pub input_tokens: u64,
+    /// All cache writes (5m + 1h).
+    #[serde(rename = "gen_ai.usage.cache_creation.input_tokens")]
+    pub cache_creation_input_tokens: u64,
+    pub cache_creation_5m_input_tokens: u64,
+    pub cache_creation_1h_input_tokens: u64,
+    #[serde(rename = "gen_ai.usage.cache_read.input_tokens")]
+    pub cache_read_input_tokens: u64,
+    #[serde(rename = "gen_ai.usage.output_tokens")]
+    pub output_tokens: u64,
+    pub web_search_requests: u64,
+    pub web_fetch_requests: u64,
+    pub cost_micro_usd: u64,
+    /// The cache reads and writes priced as plain input, minus their cost (negative when the
+    /// request only wrote to the cache).
+    pub cache_savings_micro_usd: i64,
+    /// The price-table entry used, or null for an unknown model (cost 0).
+    pub price: Option<String>,
+    /// complete / partial / missing / failed; null where no usage is expected.
+    pub usage_status: Option<&'static str>,
+    pub route: Option<String>,
+    pub upstream_cluster: Option<String>,
+    pub upstream_host: Option<String>,
+    pub attempts: Option<u64>,
+    pub virtual_key: Option<String>,
+    pub cost_center: Option<String>,
+    pub key_alias: Option<String>,
+    #[serde(rename = "error.type")]
+    pub error_type: Option<String>,
+    /// `response` (an error status) or `stream` (an error event after a 200).
+    pub error_phase: Option<&'static str>,
+    pub ttft_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub cache_markers_added: usize,
+    /// Why the body was forwarded untouched, if it was.
+    pub body_issue: Option<&'static str>,
+    pub response_code_details: Option<String>,
+}
+
+impl Record {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and options cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Formats Unix-epoch nanoseconds as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(nanos: u64) -> String {
+    let secs = nanos / 1_000_000_000;
+    let millis = (nanos / 1_000_000) % 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(1_795_224_096_789_000_000),
+            "2026-11-21T01:21:36.789Z"
+        );
+    }
+
+    #[test]
+    fn serializes_flat_keys_and_escapes_values() {
+        let r = Record {
+            provider: "anthropic",
+            request_model: Some("evil\"\n{model}".into()),
+            finish_reasons: vec!["end_turn".into()],
+            ..Record::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v["gen_ai.request.model"], "evil\"\n{model}");
+        assert_eq!(v["gen_ai.response.finish_reasons"][0], "end_turn");
+        assert_eq!(v["gen_ai.usage.input_tokens"], 0);
+        assert!(v["session.id"].is_null());
+        let text = String::from_utf8(r.to_json()).unwrap();
+        assert!(!text.contains('\n'), "one line per record");
+    }
+}
