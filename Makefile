@@ -111,7 +111,7 @@ fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchai
 	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 	@for t in $$(cargo +nightly fuzz list --fuzz-dir fuzz); do \
 		mkdir -p fuzz/corpus/$$t; \
-		cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t tests/fixtures/cache -- \
+		cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t tests/fixtures/cache tests/fixtures/sse -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=262144 || exit 1; \
 	done
 
