@@ -53,7 +53,13 @@ fn main() {
             black_box(request::inspect(black_box(&body), true)).unwrap();
         });
         let rewrite = throughput(body.len(), budget, || {
-            let p = plan::plan(&config, request::Endpoint::Messages, Some(black_box(&body)));
+            let p = plan::plan(
+                &config,
+                request::Endpoint::Messages,
+                "/v1/messages",
+                Some(black_box(&body)),
+                &mut |_| None,
+            );
             black_box(splice::apply_prefix(&body, &p.cache.edits));
         });
         println!("{label:>10} {scan:>14.0} {inspect:>14.0} {rewrite:>14.0}");

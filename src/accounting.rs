@@ -21,6 +21,8 @@ pub struct Finished<'a> {
     pub user_id: Option<&'a str>,
     pub session_header: Option<&'a str>,
     pub body_issue: Option<BodyIssue>,
+    /// The error type of a reply the gateway sent itself.
+    pub local_error: Option<&'static str>,
     pub markers_added: usize,
     pub route: Option<&'a str>,
     /// Usage read from the response (None when the gateway does not read it).
@@ -70,7 +72,9 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         route: f.route.unwrap_or("none"),
         model: price.map_or("other", |p| p.name.as_str()),
     };
-    let error_type = ex.and_then(|x| x.error_type.clone());
+    let error_type = ex
+        .and_then(|x| x.error_type.clone())
+        .or_else(|| f.local_error.map(str::to_owned));
     let error_phase = match (ex, f.status) {
         (Some(x), _) if x.mid_stream_error => Some("stream"),
         (_, Some(s)) if s >= 400 => Some("response"),

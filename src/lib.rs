@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod plan;
 pub mod request;
+pub mod routing;
 pub mod session;
 pub mod splice;
 pub mod sse;

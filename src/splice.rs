@@ -1,18 +1,31 @@
-//! Splice edits: insertions at byte offsets of the original body. The gateway never re-serializes
-//! a body; everything it does not own stays byte-identical.
+//! Splice edits: replacements of byte ranges of the original body (most are pure insertions).
+//! The gateway never re-serializes a body; everything it does not own stays byte-identical.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edit {
-    /// Offset in the original body before which `bytes` are inserted.
+    /// Offset in the original body where `remove` bytes are replaced by `bytes`.
     pub at: usize,
+    pub remove: usize,
     pub bytes: Vec<u8>,
 }
 
-/// Applies edits sorted by offset to `body[..end]`, where `end` is the offset of the last edit,
-/// and returns `end` with the replacement for that prefix. The rest of the body is unchanged, so
-/// the filter only rewrites the head of Envoy's buffer. Offsets past the body are clamped.
+impl Edit {
+    pub fn insert(at: usize, bytes: Vec<u8>) -> Edit {
+        Edit {
+            at,
+            remove: 0,
+            bytes,
+        }
+    }
+}
+
+/// Applies non-overlapping edits sorted by offset to the head of `body` that they touch, and
+/// returns that head's length with its replacement. The rest of the body is unchanged, so the
+/// filter only rewrites the head of Envoy's buffer. Offsets past the body are clamped.
 pub fn apply_prefix(body: &[u8], edits: &[Edit]) -> (usize, Vec<u8>) {
-    let end = edits.last().map_or(0, |e| e.at.min(body.len()));
+    let end = edits
+        .last()
+        .map_or(0, |e| e.at.saturating_add(e.remove).min(body.len()));
     let added: usize = edits.iter().map(|e| e.bytes.len()).sum();
     let mut out = Vec::with_capacity(end + added);
     let mut from = 0;
@@ -20,7 +33,7 @@ pub fn apply_prefix(body: &[u8], edits: &[Edit]) -> (usize, Vec<u8>) {
         let at = e.at.max(from).min(end);
         out.extend_from_slice(body.get(from..at).unwrap_or_default());
         out.extend_from_slice(&e.bytes);
-        from = at;
+        from = at.saturating_add(e.remove).min(end);
     }
     (end, out)
 }
@@ -37,10 +50,7 @@ mod tests {
     use super::*;
 
     fn e(at: usize, s: &str) -> Edit {
-        Edit {
-            at,
-            bytes: s.as_bytes().to_vec(),
-        }
+        Edit::insert(at, s.as_bytes().to_vec())
     }
 
     #[test]
@@ -54,6 +64,20 @@ mod tests {
         assert_eq!(apply(body, &[e(3, "x"), e(3, "y")]), b"012xy3456789");
         let (end, head) = apply_prefix(body, &[e(2, "-"), e(4, "+")]);
         assert_eq!((end, head.as_slice()), (4, &b"01-23+"[..]));
+    }
+
+    #[test]
+    fn replaces_ranges() {
+        let r = |at, remove, s: &str| Edit {
+            at,
+            remove,
+            bytes: s.as_bytes().to_vec(),
+        };
+        let body = br#"{"model":"a","x":1}"#;
+        let edits = [r(9, 3, r#""bbb""#), e(18, ",y")];
+        assert_eq!(apply(body, &edits), br#"{"model":"bbb","x":1,y}"#);
+        let (end, head) = apply_prefix(body, &[r(9, 3, r#""b""#)]);
+        assert_eq!((end, head.as_slice()), (12, &br#"{"model":"b""#[..]));
     }
 
     #[test]

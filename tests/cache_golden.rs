@@ -22,7 +22,13 @@ use std::path::PathBuf;
 
 fn rewrite(body: &[u8]) -> Vec<u8> {
     let config = config::parse(b"{}").unwrap();
-    let p = plan(&config, Endpoint::Messages, Some(body));
+    let p = plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages",
+        Some(body),
+        &mut |_| None,
+    );
     splice::apply(body, &p.cache.edits)
 }
 

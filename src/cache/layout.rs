@@ -66,6 +66,8 @@ pub struct Layout {
     pub system: Option<(Span, Content)>,
     /// Span of `messages`, its last user turn and the one before.
     pub messages: Option<(Span, Option<UserTurn>, Option<UserTurn>)>,
+    /// Mid-conversation `role:"system"` messages (several vendors reject them).
+    pub system_messages: usize,
     /// Every client marker (tools, system, message blocks and their sub-blocks), in body order.
     pub markers: Vec<(Pos, Ttl)>,
     /// A top-level `cache_control` (automatic caching): `Some(None)` if present but not an object.
@@ -259,22 +261,29 @@ impl Walk<'_> {
         }
     }
 
-    /// Reads one message; returns whether it is a user message, and its content.
-    fn message(&mut self, s: &mut Scanner, i: usize) -> Result<(bool, Content)> {
-        let mut user = false;
+    /// Reads one message; returns its role and its content.
+    fn message(&mut self, s: &mut Scanner, i: usize) -> Result<(Role, Content)> {
+        let mut role = Role::Other;
         let mut content = Content::Other;
         if s.peek()? != b'{' {
             s.value()?;
-            return Ok((false, content));
+            return Ok((role, content));
         }
         let mut obj = s.enter_object()?;
         while let Some(key) = s.next_key(&mut obj)? {
             if key.matches(self.body, "role") {
-                user = if s.peek()? == b'"' {
-                    s.string()?.matches(self.body, "user")
+                role = if s.peek()? == b'"' {
+                    let r = s.string()?;
+                    if r.matches(self.body, "user") {
+                        Role::User
+                    } else if r.matches(self.body, "system") {
+                        Role::System
+                    } else {
+                        Role::Other
+                    }
                 } else {
                     s.value()?;
-                    false
+                    Role::Other
                 };
             } else if key.matches(self.body, "content") {
                 content = self.content(s, Kind::Message, 2, i)?;
@@ -282,8 +291,15 @@ impl Walk<'_> {
                 s.value()?;
             }
         }
-        Ok((user, content))
+        Ok((role, content))
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    User,
+    System,
+    Other,
 }
 
 impl Layout {
@@ -317,10 +333,13 @@ impl Layout {
             let mut arr = s.enter_array()?;
             let mut i = 0;
             while s.next_item(&mut arr)? {
-                let (user, content) = w.message(s, i)?;
-                if user {
-                    previous = last;
-                    last = Some(UserTurn { index: i, content });
+                match w.message(s, i)? {
+                    (Role::User, content) => {
+                        previous = last;
+                        last = Some(UserTurn { index: i, content });
+                    }
+                    (Role::System, _) => self.system_messages += 1,
+                    (Role::Other, _) => {}
                 }
                 i += 1;
             }
@@ -400,6 +419,7 @@ mod tests {
             Content::Text { blank: false, .. }
         ));
         assert_eq!(l.top_level, Some(Some(Ttl::OneHour)));
+        assert_eq!(l.system_messages, 1);
     }
 
     #[test]

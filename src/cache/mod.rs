@@ -281,17 +281,14 @@ fn edits_for(target: Target, ttl: Ttl, out: &mut Vec<Edit>) {
                 bytes.push(b',');
             }
             bytes.extend_from_slice(marker_json(ttl));
-            out.push(Edit { at: close, bytes });
+            out.push(Edit::insert(close, bytes));
         }
         Target::Text { start, end } => {
-            out.push(Edit {
-                at: start,
-                bytes: br#"[{"type":"text","text":"#.to_vec(),
-            });
+            out.push(Edit::insert(start, br#"[{"type":"text","text":"#.to_vec()));
             let mut bytes = vec![b','];
             bytes.extend_from_slice(marker_json(ttl));
             bytes.extend_from_slice(b"}]");
-            out.push(Edit { at: end, bytes });
+            out.push(Edit::insert(end, bytes));
         }
     }
 }
@@ -342,10 +339,7 @@ pub fn plan(l: &Layout, settings: &Settings) -> Outcome {
         let mut bytes = vec![b','];
         bytes.extend_from_slice(marker_json(settings.ttl));
         return Outcome {
-            edits: vec![Edit {
-                at: l.root_close,
-                bytes,
-            }],
+            edits: vec![Edit::insert(l.root_close, bytes)],
             added: vec![Added {
                 location: Location::Automatic,
                 ttl: settings.ttl,
@@ -395,16 +389,6 @@ pub fn plan(l: &Layout, settings: &Settings) -> Outcome {
     }
     out.edits.sort_by_key(|e| e.at);
     out
-}
-
-/// Adds `token` to a comma-separated `anthropic-beta` value if it is not there yet; `None` when
-/// nothing changes.
-pub fn add_beta(current: Option<&str>, token: &str) -> Option<String> {
-    match current.map(str::trim) {
-        None | Some("") => Some(token.to_owned()),
-        Some(v) if v.split(',').any(|t| t.trim() == token) => None,
-        Some(v) => Some(format!("{v},{token}")),
-    }
 }
 
 /// The `anthropic-beta` value that enables 1h cache TTLs on upstreams that still require it.

@@ -231,11 +231,3 @@ fn empty_objects_and_escaped_strings_splice_cleanly() {
     assert_eq!(v["system"][0]["text"], "line\nquote\"");
     assert_eq!(v["messages"][0]["content"][0]["text"], "é");
 }
-
-#[test]
-fn beta_header_is_appended_once() {
-    assert_eq!(add_beta(None, "x").as_deref(), Some("x"));
-    assert_eq!(add_beta(Some(""), "x").as_deref(), Some("x"));
-    assert_eq!(add_beta(Some("a,b"), "x").as_deref(), Some("a,b,x"));
-    assert_eq!(add_beta(Some("a, x"), "x"), None);
-}

@@ -81,6 +81,7 @@ unsafe extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -110,6 +111,16 @@ unsafe extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
@@ -239,6 +250,55 @@ pub fn set_request_header(name: &str, value: &str) -> HostResult<()> {
 
 pub fn request_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
     buffer(REQUEST_BODY, start, len)
+}
+
+pub fn remove_request_header(name: &str) -> HostResult<()> {
+    // SAFETY: valid key slice.
+    check("remove_header", unsafe {
+        proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len())
+    })
+}
+
+/// Serializes header pairs the way the ABI expects: the pair count, each pair's key and value
+/// lengths, then each key and value followed by a NUL byte.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
+    out.extend_from_slice(&len(headers.len()));
+    for (k, v) in headers {
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Answers the request locally; `details` shows as Envoy's response code details.
+pub fn send_local_response(
+    status: u32,
+    details: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HostResult<()> {
+    let headers = serialize_headers(headers);
+    // SAFETY: valid slices; -1 means "not a gRPC reply".
+    check("send_local_response", unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
 }
 
 pub fn response_header(name: &str) -> HostResult<Option<String>> {

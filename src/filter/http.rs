@@ -7,11 +7,12 @@ use super::host;
 use super::stats::Stats;
 use crate::accounting::{self, Finished};
 use crate::audit;
-use crate::cache::{self, EXTENDED_TTL_BETA};
+use crate::cache;
 use crate::config::Config;
 use crate::metrics;
-use crate::plan;
+use crate::plan::{self, HeaderOp, Reply};
 use crate::request::{BodyIssue, Endpoint};
+use crate::routing::Route;
 use crate::splice;
 use crate::sse::Framer;
 use crate::usage::Extraction;
@@ -42,6 +43,10 @@ struct Seen {
     body_issue: Option<BodyIssue>,
     route: Option<String>,
     markers_added: usize,
+    /// The error type of a reply the gateway sent itself.
+    local_error: Option<&'static str>,
+    /// Request headers read so far (each read is a host call).
+    headers: hashbrown::HashMap<String, Option<String>>,
 }
 
 pub struct Http {
@@ -85,79 +90,115 @@ impl Http {
         })
     }
 
+    /// A request header, read from Envoy once per request.
+    fn cached_header(&mut self, name: &str) -> Option<String> {
+        if let Some(v) = self.seen.headers.get(name) {
+            return v.clone();
+        }
+        let v = self.request_header(name);
+        self.seen.headers.insert(name.to_owned(), v.clone());
+        v
+    }
+
     fn set_request_header(&self, name: &str, value: &str) {
         if let Err(e) = host::set_request_header(name, value) {
             log::warn!("#{} cannot set {name}: {e}", self.id);
         }
     }
 
-    /// Points Envoy's route at `cluster`, overwriting whatever the client sent.
-    fn route(&self, config: &Config, cluster: &str) {
-        self.set_request_header(&config.routing_header, cluster);
+    fn apply_headers(&self, ops: &[HeaderOp]) {
+        for op in ops {
+            let result = match op {
+                HeaderOp::Set(name, value) => host::set_request_header(name, value),
+                HeaderOp::Remove(name) => host::remove_request_header(name),
+            };
+            if let Err(e) = result {
+                log::warn!("#{} header {op:?}: {e}", self.id);
+            }
+        }
+    }
+
+    /// Points Envoy's route at the route's cluster, overwriting whatever the client sent.
+    fn route(&mut self, config: &Config, route: &Route) {
+        self.seen.route = Some(route.name.clone());
+        self.set_request_header(&config.routing_header, &route.cluster);
         if let Err(e) = host::clear_route_cache() {
             log::debug!("#{} {e}", self.id);
         }
     }
 
+    fn reply(&mut self, r: &Reply) {
+        self.seen.local_error = Some(r.error_type);
+        let headers = [("content-type", "application/json")];
+        if let Err(e) = host::send_local_response(r.status, r.details, &headers, &r.body()) {
+            log::warn!("#{} cannot reply: {e}", self.id);
+        }
+    }
+
     /// Plans the request from its complete body (`None`: it has none) and applies the plan.
-    fn release(&mut self, config: &Config, endpoint: Endpoint, body: Option<&[u8]>) {
+    /// Returns false when the gateway answered the request itself.
+    fn release(&mut self, config: &Config, endpoint: Endpoint, body: Option<&[u8]>) -> bool {
         self.held = None;
-        let plan = plan::plan(config, endpoint, body);
-        match (&plan.body, body) {
-            (Ok(facts), Some(body)) => {
+        let path = self.seen.path.clone();
+        let mut header = |name: &str| self.cached_header(name);
+        let plan = plan::plan(config, endpoint, &path, body, &mut header);
+        match &plan.body {
+            Ok(facts) => {
                 self.seen.model = Some(facts.model.clone());
                 self.seen.stream = Some(facts.stream);
                 self.seen.user_id = facts.user_id.clone();
-                self.add_markers(&plan.cache, body, plan.extended_ttl_beta);
             }
-            (Err(issue), _) => {
+            Err(issue) => {
                 self.seen.body_issue = Some(*issue);
                 self.stats.add(&metrics::body_passthrough(*issue), 1);
                 log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
             }
-            (Ok(_), None) => {}
         }
-        self.seen.route = Some(plan.cluster.to_owned());
-        self.route(config, plan.cluster);
+        if let Some(r) = &plan.reply {
+            self.seen.route = plan.route.map(|r| r.name.clone());
+            self.reply(r);
+            return false;
+        }
+        if let Some(reason) = plan.cache.skipped.filter(|_| plan.body.is_ok()) {
+            self.stats.add(&metrics::cache_skipped(reason), 1);
+        }
+        if let (Some(body), false) = (body, plan.edits.is_empty()) {
+            self.rewrite_body(body, &plan.edits, &plan.cache);
+        }
+        self.apply_headers(&plan.headers);
+        if let Some(route) = plan.route {
+            self.route(config, route);
+        }
+        true
     }
 
-    /// Splices the planned cache markers into Envoy's buffer (only the head up to the last
-    /// insertion is rewritten) and fixes `content-length`, which Envoy does not.
-    fn add_markers(&mut self, outcome: &cache::Outcome, body: &[u8], beta: bool) {
-        if let Some(reason) = outcome.skipped {
-            self.stats.add(&metrics::cache_skipped(reason), 1);
-            return;
-        }
-        let (end, head) = splice::apply_prefix(body, &outcome.edits);
+    /// Splices the planned edits into Envoy's buffer (only the head up to the last edit is
+    /// rewritten) and fixes `content-length`, which Envoy does not.
+    fn rewrite_body(&mut self, body: &[u8], edits: &[splice::Edit], cache: &cache::Outcome) {
+        let (end, head) = splice::apply_prefix(body, edits);
         if let Err(e) = host::set_request_body(0, end, &head) {
             log::warn!("#{} cannot rewrite the body: {e}", self.id);
             return;
         }
         let length = body.len() - end + head.len();
         self.set_request_header("content-length", &length.to_string());
-        if beta {
-            let current = self.request_header("anthropic-beta");
-            if let Some(value) = cache::add_beta(current.as_deref(), EXTENDED_TTL_BETA) {
-                self.set_request_header("anthropic-beta", &value);
-            }
-        }
-        for a in &outcome.added {
+        for a in &cache.added {
             self.stats
                 .add(&metrics::cache_markers_added(a.location, a.ttl), 1);
         }
-        self.seen.markers_added = outcome.added.len();
+        self.seen.markers_added = cache.added.len();
     }
 
-    /// Reads the buffered body and releases the held request.
-    fn release_buffered(&mut self) {
+    /// Reads the buffered body and releases the held request; false if answered locally.
+    fn release_buffered(&mut self) -> bool {
         let (Some(config), Some(endpoint)) = (self.config.clone(), self.held) else {
-            return;
+            return true;
         };
         match host::request_body(0, self.body_size) {
             Ok(body) => self.release(&config, endpoint, Some(&body)),
             Err(e) => {
                 log::warn!("#{} cannot read the request body: {e}", self.id);
-                self.release(&config, endpoint, None);
+                self.release(&config, endpoint, None)
             }
         }
     }
@@ -218,7 +259,12 @@ impl HttpContext for Http {
         self.seen.method = self.request_header(":method").unwrap_or_default();
         self.seen.path = self.request_header(":path").unwrap_or_default();
         let Some(endpoint) = Endpoint::classify(&self.seen.method, &self.seen.path) else {
-            self.route(&config, &config.default_cluster);
+            // Other endpoints go to the default route, as that route presents them.
+            let route = &config.routes.default;
+            let path = self.seen.path.clone();
+            let ops = plan::route_headers(route, &path, &mut |name| self.cached_header(name));
+            self.apply_headers(&ops);
+            self.route(&config, route);
             return Action::Continue;
         };
         self.seen.endpoint = Some(endpoint);
@@ -226,8 +272,12 @@ impl HttpContext for Http {
         // The filter reads these responses, so they must not come back compressed.
         self.set_request_header("accept-encoding", "identity");
         if end_of_stream {
-            self.release(&config, endpoint, None);
-            return Action::Continue;
+            let forwarded = self.release(&config, endpoint, None);
+            return if forwarded {
+                Action::Continue
+            } else {
+                Action::Pause
+            };
         }
         // Needs `allow_on_headers_stop_iteration` so Envoy keeps feeding the body (envoy-wasm.md §1).
         self.held = Some(endpoint);
@@ -243,14 +293,20 @@ impl HttpContext for Http {
             // Envoy keeps buffering (up to the route's request_body_buffer_limit).
             return Action::Pause;
         }
-        self.release_buffered();
-        Action::Continue
+        if self.release_buffered() {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         // With trailers, the end of the request arrives here instead of in the body callback.
-        self.release_buffered();
-        Action::Continue
+        if self.release_buffered() {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -322,6 +378,7 @@ impl HttpContext for Http {
             user_id: s.user_id.as_deref(),
             session_header: s.session_header.as_deref(),
             body_issue: s.body_issue,
+            local_error: s.local_error,
             markers_added: s.markers_added,
             route: s.route.as_deref(),
             extraction: (s.endpoint == Some(Endpoint::Messages) && read)

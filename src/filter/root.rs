@@ -31,10 +31,12 @@ impl RootContext for Root {
         match config::parse(&bytes) {
             Ok(config) => {
                 log::info!(
-                    "claude_gateway {} configured: default cluster {}, routing header {}",
+                    "claude_gateway {} configured: {} routes, default route {} (cluster {}), {} key pools",
                     env!("CARGO_PKG_VERSION"),
-                    config.default_cluster,
-                    config.routing_header
+                    config.routes.routes.len(),
+                    config.routes.default.name,
+                    config.routes.default.cluster,
+                    config.pools.len(),
                 );
                 self.config = Some(Rc::new(config));
                 true

@@ -19,7 +19,13 @@ const PASSTHROUGH: &str = r#"{"cache":{"enabled":false}}"#;
 fn rewritten(body: &[u8]) -> Vec<u8> {
     use claude_gateway::{config, plan, request::Endpoint, splice};
     let config = config::parse(b"{}").unwrap();
-    let p = plan::plan(&config, Endpoint::Messages, Some(body));
+    let p = plan::plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages",
+        Some(body),
+        &mut |_| None,
+    );
     splice::apply(body, &p.cache.edits)
 }
 

@@ -1,0 +1,317 @@
+//! Plugin configuration: the JSON document Envoy hands to `on_configure`, deserialized with
+//! declared defaults and `deny_unknown_fields`, then validated into the runtime [`Config`].
+//! Errors name the JSON path and what is wrong; they never echo values that could be secrets.
+
+mod cache;
+mod keys;
+mod routes;
+mod usage;
+
+pub use cache::{CacheConfig, DEFAULT_MIN_TOKENS};
+pub use keys::PoolConfig;
+pub use usage::UsageConfig;
+
+use crate::pattern::Pattern;
+use crate::routing::Routes;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Name of the request header Envoy's route reads (`cluster_header`) to pick the upstream cluster.
+pub const DEFAULT_ROUTING_HEADER: &str = "x-claude-gateway-cluster";
+/// The cluster (and name) of the default route.
+pub const DEFAULT_CLUSTER: &str = "anthropic";
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    routing_header: String,
+    routes: Vec<routes::RawRoute>,
+    default_route: routes::RawRoute,
+    unknown_model: routes::UnknownModelName,
+    key_pools: BTreeMap<String, keys::RawPool>,
+    cache: cache::RawCache,
+    usage: usage::RawUsage,
+    audit: RawAudit,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            routing_header: DEFAULT_ROUTING_HEADER.to_owned(),
+            routes: Vec::new(),
+            default_route: routes::RawRoute::default(),
+            unknown_model: routes::UnknownModelName::default(),
+            key_pools: BTreeMap::new(),
+            cache: cache::RawCache::default(),
+            usage: usage::RawUsage::default(),
+            audit: RawAudit::default(),
+        }
+    }
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub routing_header: String,
+    pub routes: Routes,
+    pub pools: Vec<PoolConfig>,
+    pub cache: CacheConfig,
+    pub usage: UsageConfig,
+    /// Write the audit record into filter state for the access log.
+    pub audit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending field, `.` for the document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid plugin configuration at `{}`: {}",
+            self.path, self.message
+        )
+    }
+}
+
+fn error(path: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Parses and validates the plugin configuration. An empty document means all defaults.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let raw: RawConfig = if first.is_none() {
+        RawConfig::default()
+    } else if first != Some(&b'{') {
+        return Err(error(".", "must be a JSON object"));
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // serde_json's message names the field and the expectation, never the value.
+            error(&path, e.into_inner().to_string())
+        })?
+    };
+    validate_header_name("routing_header", &raw.routing_header)?;
+    let pools = keys::compile_pools(&raw.key_pools)?;
+    let pool_names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    Ok(Config {
+        routing_header: raw.routing_header,
+        routes: routes::compile_routes(
+            &raw.routes,
+            &raw.default_route,
+            raw.unknown_model,
+            &pool_names,
+        )?,
+        pools,
+        cache: cache::compile_cache(raw.cache)?,
+        usage: usage::compile_usage(raw.usage)?,
+        audit: raw.audit.enabled.unwrap_or(true),
+    })
+}
+
+fn pattern(path: &str, source: &str) -> Result<Pattern, ConfigError> {
+    Pattern::new(source).ok_or_else(|| {
+        error(
+            path,
+            "must be a model name or a glob with `*` (printable, no spaces or quotes)",
+        )
+    })
+}
+
+fn validate_header_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            path,
+            "must be a lowercase HTTP header name (a-z, 0-9, '-', '_')",
+        ))
+    }
+}
+
+fn validate_cluster_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(error(
+            path,
+            "must be a non-empty Envoy cluster name without spaces",
+        ))
+    }
+}
+
+/// Names that become metric labels or log fields: letters, digits, `-` and `_`.
+fn validate_label(path: &str, name: &str) -> Result<(), ConfigError> {
+    if crate::session::valid(name) == Some(name) {
+        Ok(())
+    } else {
+        Err(error(
+            path,
+            "must be letters, digits, '-' or '_' (at most 128)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Locations, Skip, Ttl};
+    use crate::cost;
+
+    #[test]
+    fn empty_config_means_defaults() {
+        for doc in ["", "  \n", "{}"] {
+            let c = parse(doc.as_bytes()).unwrap();
+            assert_eq!(c.routes.default.cluster, "anthropic");
+            assert_eq!(c.routing_header, "x-claude-gateway-cluster");
+            let s = c
+                .cache
+                .settings_for("claude-sonnet-4-5", &c.routes.default)
+                .unwrap();
+            assert_eq!(s.ttl, Ttl::FiveMinutes);
+            assert!(!s.automatic);
+            assert_eq!(s.locations, Locations::ALL);
+            assert!(c.cache.extended_ttl_beta);
+        }
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c =
+            parse(br#"{"default_route":{"name":"eu","cluster":"eu"},"routing_header":"x-route"}"#)
+                .unwrap();
+        assert_eq!(c.routes.default.cluster, "eu");
+        assert_eq!(c.routing_header, "x-route");
+    }
+
+    #[test]
+    fn cache_settings_per_model() {
+        let c = parse(
+            br#"{"cache":{"ttl":"1h","mode":"automatic","locations":{"tools":false},
+                "min_tokens":[{"model":"claude-opus-4-8*","tokens":9}],
+                "disabled_models":["claude-3-*"]}}"#,
+        )
+        .unwrap();
+        let d = &c.routes.default;
+        let s = c.cache.settings_for("claude-opus-4-8", d).unwrap();
+        assert_eq!((s.ttl, s.automatic, s.min_tokens), (Ttl::OneHour, true, 9));
+        assert!(!s.locations.tools && s.locations.system);
+        assert_eq!(
+            c.cache.settings_for("claude-3-7-sonnet", d),
+            Err(Skip::Disabled)
+        );
+        let off = parse(br#"{"cache":{"enabled":false}}"#).unwrap();
+        let d = &off.routes.default;
+        assert_eq!(
+            off.cache.settings_for("claude-opus-4-8", d),
+            Err(Skip::Disabled)
+        );
+        let route_off =
+            parse(br#"{"default_route":{"name":"d","cluster":"c","cache":false}}"#).unwrap();
+        let d = &route_off.routes.default;
+        assert_eq!(
+            route_off.cache.settings_for("claude-opus-4-8", d),
+            Err(Skip::Disabled)
+        );
+        let auto =
+            parse(br#"{"default_route":{"name":"d","cluster":"c","cache_mode":"automatic"}}"#)
+                .unwrap();
+        assert!(
+            auto.cache
+                .settings_for("claude-opus-4-8", &auto.routes.default)
+                .unwrap()
+                .automatic
+        );
+    }
+
+    #[test]
+    fn default_minimums_follow_the_model_family() {
+        let c = parse(b"{}").unwrap();
+        let min = |m: &str| {
+            c.cache
+                .settings_for(m, &c.routes.default)
+                .unwrap()
+                .min_tokens
+        };
+        assert_eq!(min("claude-haiku-4-5-20251001"), 4096);
+        assert_eq!(min("claude-opus-4-5"), 4096);
+        assert_eq!(min("claude-opus-4-6"), 4096);
+        assert_eq!(min("claude-opus-4-7"), 2048);
+        assert_eq!(min("claude-opus-4-8"), 1024);
+        assert_eq!(min("claude-opus-4-20250514"), 1024);
+        assert_eq!(min("claude-sonnet-4-5-20250929"), 1024);
+        assert_eq!(min("claude-sonnet-5"), 1024);
+        assert_eq!(min("claude-sonnet-5-5"), 512);
+        assert_eq!(min("claude-opus-5-5"), 512);
+        assert_eq!(min("us.anthropic.claude-haiku-4-5-20251001-v1:0"), 4096);
+        assert_eq!(min("some-vendor-model"), 1024);
+    }
+
+    #[test]
+    fn prices_from_the_configuration_come_first() {
+        let c = parse(
+            br#"{"usage":{"prices":[{"name":"house-model","model":"claude-opus-4-8*","input":1,"output":2,
+                "cache_write_5m":1.25,"cache_write_1h":2,"cache_read":0.1,"web_search_per_1k":5}]}}"#,
+        )
+        .unwrap();
+        let p = cost::find(&c.usage.prices, "claude-opus-4-8").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.rates.input, p.web_search),
+            ("house-model", 1_000_000, 5_000)
+        );
+        assert_eq!(
+            cost::find(&c.usage.prices, "claude-haiku-4-5")
+                .unwrap()
+                .name,
+            "claude-haiku-4-5"
+        );
+        let c = parse(br#"{"usage":{"builtin_prices":false}}"#).unwrap();
+        assert!(cost::find(&c.usage.prices, "claude-haiku-4-5").is_none());
+        let e = parse(br#"{"usage":{"prices":[{"name":"x","model":"m","input":-1,"output":2,"cache_write_5m":1,"cache_write_1h":2,"cache_read":0}]}}"#).unwrap_err();
+        assert_eq!(e.path, "usage.prices[0].input");
+        let e = parse(br#"{"usage":{"prices":[{"name":"x","model":"m","input":1,"output":2,"cache_write_5m":1,"cache_write_1h":2,"cache_read":0,"typo":1}]}}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `typo`"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = parse(br#"{"default_clustr":"x"}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `default_clustr`"), "{e}");
+        let e = parse(br#"{"default_route":{"name":"a","cluster":7}}"#).unwrap_err();
+        assert_eq!(e.path, "default_route.cluster");
+        let e = parse(br#"{"routing_header":"X Bad"}"#).unwrap_err();
+        assert_eq!(e.path, "routing_header");
+        let e = parse(br#"{"default_route":{"name":"a","cluster":""}}"#).unwrap_err();
+        assert_eq!(e.path, "default_route.cluster");
+        let e = parse(br#"{"cache":{"ttl":"10m"}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.ttl");
+        let e = parse(br#"{"cache":{"locations":{"tool":true}}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.locations.tool");
+        let e = parse(br#"{"cache":{"disabled_models":["ok","bad one"]}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.disabled_models[1]");
+        let e = parse(br#"{"cache":{"bytes_per_token":0}}"#).unwrap_err();
+        assert_eq!(e.path, "cache.bytes_per_token");
+        assert!(parse(b"{").is_err());
+        assert!(parse(b"[]").is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! `routes`, `default_route`, `unknown_model`: model routing.
+
+use super::{
+    ConfigError, error, pattern, validate_cluster_name, validate_header_name, validate_label,
+};
+use crate::routing::{Auth, Match, Route, Routes, UnknownModel};
+use serde::Deserialize;
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum AuthName {
+    #[default]
+    Passthrough,
+    XApiKey,
+    Bearer,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum UnknownModelName {
+    #[default]
+    Default,
+    Reject,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CacheModeName {
+    Blocks,
+    Automatic,
+}
+
+/// One pattern or a list of them.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Models {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderMatch {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    model: Option<Models>,
+    header: Option<RawHeaderMatch>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    name: String,
+    #[serde(rename = "match")]
+    matches: Option<RawMatch>,
+    cluster: String,
+    model_rewrite: Option<String>,
+    #[serde(default)]
+    auth: AuthName,
+    key_pool: Option<String>,
+    path_prefix: Option<String>,
+    #[serde(default = "yes")]
+    cache: bool,
+    cache_mode: Option<CacheModeName>,
+    #[serde(default = "yes")]
+    count_tokens: bool,
+    #[serde(default)]
+    drop_anthropic_beta: bool,
+    #[serde(default)]
+    drop_betas: Vec<String>,
+    #[serde(default)]
+    reject_system_messages: bool,
+    #[serde(default)]
+    strip_query: bool,
+}
+
+impl Default for RawRoute {
+    fn default() -> Self {
+        RawRoute {
+            name: super::DEFAULT_CLUSTER.to_owned(),
+            matches: None,
+            cluster: super::DEFAULT_CLUSTER.to_owned(),
+            model_rewrite: None,
+            auth: AuthName::Passthrough,
+            key_pool: None,
+            path_prefix: None,
+            cache: true,
+            cache_mode: None,
+            count_tokens: true,
+            drop_anthropic_beta: false,
+            drop_betas: Vec::new(),
+            reject_system_messages: false,
+            strip_query: false,
+        }
+    }
+}
+
+fn compile_match(path: &str, raw: &RawMatch) -> Result<Match, ConfigError> {
+    let sources = match &raw.model {
+        None => Vec::new(),
+        Some(Models::One(p)) => vec![p.clone()],
+        Some(Models::Many(ps)) => ps.clone(),
+    };
+    let models = sources
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pattern(&format!("{path}.model[{i}]"), p))
+        .collect::<Result<_, _>>()?;
+    let header = match &raw.header {
+        None => None,
+        Some(h) => {
+            validate_header_name(&format!("{path}.header.name"), &h.name)?;
+            Some((
+                h.name.clone(),
+                pattern(&format!("{path}.header.value"), &h.value)?,
+            ))
+        }
+    };
+    Ok(Match { models, header })
+}
+
+/// Printable ASCII without spaces, quotes or backslashes, bounded.
+fn token(path: &str, value: &str, what: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(error(path, format!("must be {what}")))
+    }
+}
+
+fn compile_route(path: &str, raw: &RawRoute, pools: &[String]) -> Result<Route, ConfigError> {
+    validate_label(&format!("{path}.name"), &raw.name)?;
+    validate_cluster_name(&format!("{path}.cluster"), &raw.cluster)?;
+    if let Some(m) = &raw.model_rewrite {
+        token(&format!("{path}.model_rewrite"), m, "a model id")?;
+    }
+    if let Some(p) = &raw.path_prefix {
+        token(&format!("{path}.path_prefix"), p, "a path")?;
+        if !p.starts_with('/') || p.ends_with('/') || p.contains(['?', '#']) {
+            return Err(error(
+                &format!("{path}.path_prefix"),
+                "must start with '/', not end with '/', and have no query",
+            ));
+        }
+    }
+    if let Some(pool) = &raw.key_pool {
+        if !pools.contains(pool) {
+            return Err(error(
+                &format!("{path}.key_pool"),
+                format!("no key pool named `{pool}` in key_pools"),
+            ));
+        }
+    }
+    for (i, b) in raw.drop_betas.iter().enumerate() {
+        token(&format!("{path}.drop_betas[{i}]"), b, "a beta name")?;
+        if b.contains(',') {
+            return Err(error(
+                &format!("{path}.drop_betas[{i}]"),
+                "must be one beta name",
+            ));
+        }
+    }
+    Ok(Route {
+        name: raw.name.clone(),
+        cluster: raw.cluster.clone(),
+        model_rewrite: raw.model_rewrite.clone(),
+        auth: match raw.auth {
+            AuthName::Passthrough => Auth::Passthrough,
+            AuthName::XApiKey => Auth::XApiKey,
+            AuthName::Bearer => Auth::Bearer,
+        },
+        key_pool: raw.key_pool.clone(),
+        path_prefix: raw.path_prefix.clone(),
+        cache: raw.cache,
+        cache_automatic: raw.cache_mode.map(|m| m == CacheModeName::Automatic),
+        count_tokens: raw.count_tokens,
+        drop_anthropic_beta: raw.drop_anthropic_beta,
+        drop_betas: raw.drop_betas.clone(),
+        reject_system_messages: raw.reject_system_messages,
+        strip_query: raw.strip_query,
+    })
+}
+
+pub(super) fn compile_routes(
+    routes: &[RawRoute],
+    default: &RawRoute,
+    unknown: UnknownModelName,
+    pools: &[String],
+) -> Result<Routes, ConfigError> {
+    let mut compiled = Vec::with_capacity(routes.len());
+    for (i, raw) in routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let m = compile_match(
+            &format!("{path}.match"),
+            raw.matches.as_ref().unwrap_or(&RawMatch::default()),
+        )?;
+        compiled.push((m, compile_route(&path, raw, pools)?));
+    }
+    if default.matches.is_some() {
+        return Err(error(
+            "default_route.match",
+            "the default route matches everything else",
+        ));
+    }
+    let default = compile_route("default_route", default, pools)?;
+    let mut names: Vec<&str> = compiled.iter().map(|(_, r)| r.name.as_str()).collect();
+    names.push(&default.name);
+    for (i, name) in names.iter().enumerate() {
+        if names.iter().skip(i + 1).any(|n| n == name) {
+            return Err(error("routes", format!("two routes are named `{name}`")));
+        }
+    }
+    Ok(Routes {
+        routes: compiled,
+        default,
+        unknown_model: match unknown {
+            UnknownModelName::Default => UnknownModel::Default,
+            UnknownModelName::Reject => UnknownModel::Reject,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use crate::routing::{Auth, Selection, UnknownModel};
+
+    #[test]
+    fn routes_compile_with_their_defaults() {
+        let c = parse(
+            br#"{"routes":[{"name":"haiku","match":{"model":["claude-haiku-*","claude-3-5-haiku*"],
+                 "header":{"name":"x-claude-code-request-class","value":"auxiliary"}},
+                 "cluster":"vendor_b","model_rewrite":"glm-4.6","auth":"bearer","path_prefix":"/api/anthropic",
+                 "cache":false,"count_tokens":false,"drop_betas":["prompt-caching-scope-2026-01-05"],
+                 "reject_system_messages":true,"strip_query":true}],
+                 "unknown_model":"reject"}"#,
+        )
+        .unwrap();
+        let (m, r) = &c.routes.routes[0];
+        assert_eq!(m.models.len(), 2);
+        assert_eq!(r.auth, Auth::Bearer);
+        assert_eq!(r.path_prefix.as_deref(), Some("/api/anthropic"));
+        assert!(!r.cache && !r.count_tokens && r.reject_system_messages && r.strip_query);
+        assert_eq!(c.routes.unknown_model, UnknownModel::Reject);
+        assert_eq!(c.routes.default.name, "anthropic");
+        assert_eq!(c.routes.default.cluster, "anthropic");
+        let mut class = |_: &str| Some("auxiliary".to_owned());
+        assert!(
+            matches!(c.routes.select(Some("claude-haiku-4-5"), &mut class), Selection::Route(r) if r.name == "haiku")
+        );
+    }
+
+    #[test]
+    fn route_errors_name_the_problem() {
+        for (doc, path, says) in [
+            (
+                r#"{"routes":[{"name":"a","cluster":"c","clustr":"x"}]}"#,
+                "routes[0].clustr",
+                "unknown field `clustr`",
+            ),
+            (
+                r#"{"routes":[{"name":"a","cluster":"c","match":{"model":"bad model"}}]}"#,
+                "routes[0].match.model[0]",
+                "glob",
+            ),
+            (
+                r#"{"routes":[{"name":"a","cluster":"c"},{"name":"a","cluster":"d"}]}"#,
+                "routes",
+                "two routes are named `a`",
+            ),
+            (
+                r#"{"routes":[{"name":"a","cluster":"c","key_pool":"team"}]}"#,
+                "routes[0].key_pool",
+                "no key pool named `team`",
+            ),
+            (
+                r#"{"routes":[{"name":"a","cluster":"c","path_prefix":"anthropic/"}]}"#,
+                "routes[0].path_prefix",
+                "start with '/'",
+            ),
+            (
+                r#"{"routes":[{"name":"a","cluster":"c","auth":"basic"}]}"#,
+                "routes[0].auth",
+                "unknown variant",
+            ),
+            (
+                r#"{"default_route":{"name":"d","cluster":"c","match":{"model":"x"}}}"#,
+                "default_route.match",
+                "matches everything",
+            ),
+            (
+                r#"{"unknown_model":"drop"}"#,
+                "unknown_model",
+                "unknown variant",
+            ),
+        ] {
+            let e = parse(doc.as_bytes()).unwrap_err();
+            assert_eq!(e.path, path, "{doc}: {e}");
+            assert!(e.message.contains(says), "{doc}: {e}");
+        }
+    }
+}
