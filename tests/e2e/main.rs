@@ -16,4 +16,5 @@ mod support;
 
 mod cache;
 mod foundation;
+mod routing;
 mod usage;

@@ -96,10 +96,12 @@ pub fn reply_text(id: &str) -> String {
 
 /// Answers like api.anthropic.com: messages (JSON or SSE by the body's `stream`), count_tokens,
 /// models, and a 404 envelope for anything else. `id` names the upstream in the reply text.
+/// Vendors serve the same API under a path prefix (`/anthropic/v1/messages`): any is accepted.
 pub fn responder(id: &str) -> Responder {
     let id = id.to_owned();
     Arc::new(move |r: &Recorded| {
         let path = r.target.split('?').next().unwrap_or_default();
+        let path = path.find("/v1/").map_or(path, |i| &path[i..]);
         match (r.method.as_str(), path) {
             ("POST", "/v1/messages") => {
                 let body = r.json();

@@ -194,13 +194,33 @@ impl Bootstrap {
 
     /// Points a cluster at another upstream, keeping its other settings.
     pub fn upstream(&mut self, cluster: &str, upstream: &Upstream) -> Result<&mut Self, String> {
+        self.endpoints(cluster, std::slice::from_ref(upstream))
+    }
+
+    /// Points a cluster at upstreams, the n-th at priority n (all plain or all TLS, one host).
+    pub fn endpoints(
+        &mut self,
+        cluster: &str,
+        upstreams: &[Upstream],
+    ) -> Result<&mut Self, String> {
+        let first = upstreams.first().ok_or("no upstream")?.clone();
         let c = self.cluster(cluster)?;
-        let Upstream { tls, host, port } = upstream;
+        let levels: Vec<String> = upstreams
+            .iter()
+            .enumerate()
+            .map(|(priority, Upstream { host, port, .. })| {
+                format!(
+                    "{{priority: {priority}, lb_endpoints: [{{endpoint: {{hostname: {host:?}, \
+                     address: {{socket_address: {{address: {host:?}, port_value: {port}}}}}}}}}]}}"
+                )
+            })
+            .collect();
         *key(c, "load_assignment") = yaml(&format!(
-            "{{cluster_name: {cluster}, endpoints: [{{lb_endpoints: [{{endpoint: {{hostname: {host:?}, \
-             address: {{socket_address: {{address: {host:?}, port_value: {port}}}}}}}}}]}}]}}"
+            "{{cluster_name: {cluster}, endpoints: [{}]}}",
+            levels.join(", ")
         ));
-        if *tls {
+        let Upstream { tls, host, .. } = first;
+        if tls {
             let tls_config = key(key(c, "transport_socket"), "typed_config");
             *key(tls_config, "sni") = Value::from(host.as_str());
             let validation = key(key(tls_config, "common_tls_context"), "validation_context");

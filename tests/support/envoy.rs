@@ -91,6 +91,20 @@ pub fn pin_current_thread(cpus: &[usize]) {
     }
 }
 
+/// A shipped bootstrap (`envoy/<file>`) with each named cluster pointed at local ports (one
+/// priority level per port), and its plugin configuration kept.
+pub fn shipped(file: &str, clusters: &[(&str, &[u16])]) -> Bootstrap {
+    let mut b = Bootstrap::load(&repo().join("envoy").join(file)).unwrap();
+    for (cluster, ports) in clusters {
+        let ups: Vec<Upstream> = ports
+            .iter()
+            .map(|p| Upstream::parse(&format!("http://127.0.0.1:{p}")).unwrap())
+            .collect();
+        b.endpoints(cluster, &ups).unwrap();
+    }
+    b
+}
+
 pub struct Gateway {
     child: Child,
     dir: PathBuf,
