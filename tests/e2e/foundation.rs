@@ -408,14 +408,18 @@ fn a_mid_stream_error_event_reaches_the_client_unchanged() {
 fn an_upstream_reset_mid_stream_ends_the_clients_stream_and_the_gateway_keeps_serving() {
     let events = anthropic::stream_events("claude-opus-4-8", &["Hel", "lo"], USAGE);
     let head = events[..3].to_vec();
+    // The reset waits until the client has the first events: a reset overtaking unread data
+    // would discard it in the kernel, which is not what this test is about.
+    let delivered = Gate::new();
     let resets = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let r = resets.clone();
+    let (r, d) = (resets.clone(), delivered.clone());
     let full = events.clone();
     let mock = Mock::start(
         "anthropic",
         Arc::new(move |_| {
             if r.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 let mut s = anthropic::steps(head.clone());
+                s.push(Step::Wait(d.clone()));
                 s.push(Step::Reset);
                 Reply::sse(s)
             } else {
@@ -432,6 +436,8 @@ fn an_upstream_reset_mid_stream_ends_the_clients_stream_and_the_gateway_keeps_se
         .unwrap();
     assert_eq!(resp.status(), 200);
     let mut got = Vec::new();
+    read_at_least(&mut resp, &mut got, events[..3].concat().len());
+    delivered.open();
     let outcome = resp.read_to_end(&mut got);
     assert!(
         outcome.is_err(),

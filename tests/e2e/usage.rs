@@ -114,7 +114,9 @@ const CASES: [Case; 7] = [
     },
 ];
 
-fn responder(never: Gate) -> Arc<dyn Fn(&Recorded) -> Reply + Send + Sync> {
+/// `never` is never opened (the aborted stream waits on it); `delivered` is opened by the test
+/// once the client has the reset stream's events, so the reset cannot overtake them.
+fn responder(never: Gate, delivered: Gate) -> Arc<dyn Fn(&Recorded) -> Reply + Send + Sync> {
     Arc::new(move |r: &Recorded| {
         let case = CASES
             .iter()
@@ -144,7 +146,12 @@ fn responder(never: Gate) -> Arc<dyn Fn(&Recorded) -> Reply + Send + Sync> {
                 Step::Send(delta("the client leaves")),
                 Step::Wait(never.clone()),
             ]),
-            "upstream_reset" => Reply::sse(vec![Step::Send(start(c, true)), Step::Send(delta("x")), Step::Reset]),
+            "upstream_reset" => Reply::sse(vec![
+                Step::Send(start(c, true)),
+                Step::Send(delta("before the reset")),
+                Step::Wait(delivered.clone()),
+                Step::Reset,
+            ]),
             "rate_limited" => crate::support::anthropic::error(429, "rate_limit_error", "Slow down")
                 .header("retry-after", "3"),
             _ => {
@@ -163,6 +170,17 @@ fn body(stream: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Reads a streamed response until `text` has arrived.
+fn read_until(r: &mut impl Read, text: &str) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(text) {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended before {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Sends a streaming request, reads until the first content delta, and hangs up.
 fn abort_after_first_delta(port: u16, session: &str) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -175,33 +193,33 @@ fn abort_after_first_delta(port: u16, session: &str) {
     );
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&b).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("the client leaves") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended before the first delta");
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, "the client leaves");
 }
 
 #[test]
 fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
     let never = Gate::new();
-    let mock = Mock::start("anthropic", responder(never.clone()));
+    let delivered = Gate::new();
+    let mock = Mock::start("anthropic", responder(never.clone(), delivered.clone()));
     let gw = Gateway::start(envoy::bootstrap(mock.port(), "{}"));
     for case in &CASES {
         if case.name == "client_abort" {
             abort_after_first_delta(gw.port, case.name);
             continue;
         }
-        let resp = client()
+        let mut resp = client()
             .post(gw.url("/v1/messages?beta=true"))
             .header("x-claude-code-session-id", case.name)
             .body(body(case.name != "json" && case.name != "rate_limited"))
             .send()
             .unwrap();
         assert_eq!(resp.status().as_u16() as u32, case.http, "{}", case.name);
-        let _ = resp.bytes(); // A reset stream ends in an error: that is the case.
+        if case.name == "upstream_reset" {
+            read_until(&mut resp, "before the reset");
+            delivered.open();
+        }
+        let mut rest = Vec::new();
+        let _ = resp.read_to_end(&mut rest); // A reset stream ends in an error: that is the case.
     }
     let records = gw.wait_audit_records(CASES.len());
     let by_session: HashMap<&str, &Value> = records
