@@ -1,9 +1,10 @@
 //! What a finished request is recorded as: its metric updates and its audit record, computed in
 //! pure code from what the filter saw (the request, the plan, the response's usage, timings).
 
-use crate::audit::{self, Record};
+use crate::audit::Record;
 use crate::config::Config;
 use crate::cost;
+use crate::keys::Consumer;
 use crate::metrics::{self, Labels, Metric};
 use crate::request::{BodyIssue, Endpoint};
 use crate::session;
@@ -23,6 +24,10 @@ pub struct Finished<'a> {
     pub body_issue: Option<BodyIssue>,
     /// The error type of a reply the gateway sent itself.
     pub local_error: Option<&'static str>,
+    /// The consumer whose virtual key authenticated the request.
+    pub consumer: Option<&'a Consumer>,
+    /// The upstream key that served the response.
+    pub key_alias: Option<&'a str>,
     pub markers_added: usize,
     pub route: Option<&'a str>,
     /// Usage read from the response (None when the gateway does not read it).
@@ -68,9 +73,11 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     let model_for_price = served.or(f.request_model);
     let price = model_for_price.and_then(|m| cost::find(&config.usage.prices, m));
     let cost = price.map_or(0, |p| cost::micro_usd(p, &tokens, web_search));
+    let cost_center = f.consumer.and_then(|c| c.cost_center.as_deref());
     let labels = Labels {
         route: f.route.unwrap_or("none"),
         model: price.map_or("other", |p| p.name.as_str()),
+        cost_center: cost_center.unwrap_or("none"),
     };
     let error_type = ex
         .and_then(|x| x.error_type.clone())
@@ -124,7 +131,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
 
     let short = |s: Option<&str>| s.map(|s| s.chars().take(128).collect::<String>());
     let record = Record {
-        timestamp: audit::rfc3339(f.start_ns),
+        timestamp: crate::time::rfc3339(f.start_ns),
         request_id: f.request_id.clone(),
         session_id: session::session_id(f.session_header, f.user_id),
         provider: "anthropic",
@@ -163,9 +170,9 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         upstream_cluster: f.upstream_cluster.clone(),
         upstream_host: f.upstream_host.clone(),
         attempts: f.attempts,
-        virtual_key: None,
-        cost_center: None,
-        key_alias: None,
+        virtual_key: f.consumer.map(|c| c.id.clone()),
+        cost_center: cost_center.map(str::to_owned),
+        key_alias: f.key_alias.map(str::to_owned),
         error_type,
         error_phase,
         ttft_ms: ttft,

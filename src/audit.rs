@@ -85,38 +85,9 @@ impl Record {
     }
 }
 
-/// Formats Unix-epoch nanoseconds as RFC 3339 UTC with milliseconds.
-pub fn rfc3339(nanos: u64) -> String {
-    let secs = nanos / 1_000_000_000;
-    let millis = (nanos / 1_000_000) % 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(
-            rfc3339(1_795_224_096_789_000_000),
-            "2026-11-21T01:21:36.789Z"
-        );
-    }
 
     #[test]
     fn serializes_flat_keys_and_escapes_values() {

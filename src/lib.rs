@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod cost;
 pub mod json;
+pub mod keys;
 pub mod metrics;
 pub mod pattern;
 pub mod plan;
@@ -18,6 +19,7 @@ pub mod routing;
 pub mod session;
 pub mod splice;
 pub mod sse;
+pub mod time;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -77,15 +77,18 @@ pub fn cache_skipped(reason: Skip) -> Metric {
     )
 }
 
-/// The labels every request metric carries: the route and the model (a price-table name or
-/// `other`, so a client cannot create series).
+/// The labels every request metric carries: the route, the model (a price-table name or
+/// `other`, so a client cannot create series) and, for usage and spend, the cost center of the
+/// consumer (a configured one, or `none`).
 #[derive(Debug, Clone, Copy)]
 pub struct Labels<'a> {
     pub route: &'a str,
     pub model: &'a str,
+    pub cost_center: &'a str,
 }
 
-/// Requests by route, model and status class (`2xx`... or `none` when no response was sent).
+/// Requests by route, model, cost center and status class (`2xx`... or `none` when no response
+/// was sent).
 pub fn requests(l: Labels, status_class: &str) -> Metric {
     Metric::new(
         Kind::Counter,
@@ -93,6 +96,7 @@ pub fn requests(l: Labels, status_class: &str) -> Metric {
         &[
             ("route", l.route),
             ("model", l.model),
+            ("cost_center", l.cost_center),
             ("status", status_class),
         ],
     )
@@ -103,7 +107,12 @@ pub fn tokens(l: Labels, kind: &str) -> Metric {
     Metric::new(
         Kind::Counter,
         "tokens",
-        &[("route", l.route), ("model", l.model), ("type", kind)],
+        &[
+            ("route", l.route),
+            ("model", l.model),
+            ("cost_center", l.cost_center),
+            ("type", kind),
+        ],
     )
 }
 
@@ -111,7 +120,11 @@ pub fn cost_micro_usd(l: Labels) -> Metric {
     Metric::new(
         Kind::Counter,
         "cost_micro_usd",
-        &[("route", l.route), ("model", l.model)],
+        &[
+            ("route", l.route),
+            ("model", l.model),
+            ("cost_center", l.cost_center),
+        ],
     )
 }
 
@@ -169,6 +182,22 @@ pub fn usage_extraction(status: Status) -> Metric {
         Kind::Counter,
         "usage_extraction",
         &[("status", status.as_str())],
+    )
+}
+
+/// Requests the gateway refused itself, by reason (`unauthenticated`, `forbidden`,
+/// `requests_per_minute`, `input_tokens_per_minute`, `output_tokens_per_minute`,
+/// `budget_daily`, `budget_monthly`, `no_key`, `unknown_model`, ...).
+pub fn refused(reason: &str) -> Metric {
+    Metric::new(Kind::Counter, "refused", &[("reason", reason)])
+}
+
+/// Times an upstream key went into cooldown (a 429 or 529).
+pub fn key_cooldowns(pool: &str, key: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "key_cooldowns",
+        &[("pool", pool), ("key", key)],
     )
 }
 

@@ -24,9 +24,18 @@ pub struct Reply {
     pub message: String,
     /// Envoy's response code details (`claude_gateway.<reason>`).
     pub details: &'static str,
+    /// `retry-after`, whole seconds.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Reply {
+    /// The metric label: the details without their prefix.
+    pub fn reason(&self) -> &'static str {
+        self.details
+            .strip_prefix("claude_gateway.")
+            .unwrap_or(self.details)
+    }
+
     pub fn body(&self) -> Vec<u8> {
         let mut out = br#"{"type":"error","error":{"type":""#.to_vec();
         out.extend_from_slice(self.error_type.as_bytes());
@@ -58,6 +67,7 @@ fn reply(status: u32, error_type: &'static str, details: &'static str, message: 
         error_type,
         message,
         details,
+        retry_after_s: None,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Route {
     /// The model the upstream sees instead of the client's.
     pub model_rewrite: Option<String>,
     pub auth: Auth,
+    /// Clients present gateway-issued (virtual) keys; the upstream key comes from the pool.
+    pub virtual_keys: bool,
     /// The key pool whose keys this route's requests use.
     pub key_pool: Option<String>,
     /// Prepended to the path (`/anthropic` -> `/anthropic/v1/messages`); the query is kept.
@@ -62,6 +64,7 @@ impl Route {
             cluster: cluster.to_owned(),
             model_rewrite: None,
             auth: Auth::Passthrough,
+            virtual_keys: false,
             key_pool: None,
             path_prefix: None,
             cache: true,

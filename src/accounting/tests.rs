@@ -47,24 +47,25 @@ fn a_streamed_request_is_counted_once_per_bucket() {
     let x = extraction(STREAM);
     let (up, r) = account(&config(), &finished(&x));
     let l = "route.anthropic.model.claude-sonnet-4-5";
-    assert_eq!(counter(&up, &format!("requests.{l}.status.2xx")), Some(1));
-    assert_eq!(counter(&up, &format!("tokens.{l}.type.input")), Some(10));
+    let lc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
+    assert_eq!(counter(&up, &format!("requests.{lc}.status.2xx")), Some(1));
+    assert_eq!(counter(&up, &format!("tokens.{lc}.type.input")), Some(10));
     assert_eq!(
-        counter(&up, &format!("tokens.{l}.type.cache_write_5m")),
+        counter(&up, &format!("tokens.{lc}.type.cache_write_5m")),
         Some(20)
     );
     assert_eq!(
-        counter(&up, &format!("tokens.{l}.type.cache_read")),
+        counter(&up, &format!("tokens.{lc}.type.cache_read")),
         Some(30)
     );
-    assert_eq!(counter(&up, &format!("tokens.{l}.type.output")), Some(40));
+    assert_eq!(counter(&up, &format!("tokens.{lc}.type.output")), Some(40));
     assert_eq!(
-        counter(&up, &format!("tokens.{l}.type.cache_write_1h")),
+        counter(&up, &format!("tokens.{lc}.type.cache_write_1h")),
         None,
         "zero: no update"
     );
     // 10*3 + 20*3.75 + 30*0.30 + 40*15 = 30 + 75 + 9 + 600 = 714
-    assert_eq!(counter(&up, &format!("cost_micro_usd.{l}")), Some(714));
+    assert_eq!(counter(&up, &format!("cost_micro_usd.{lc}")), Some(714));
     assert_eq!(counter(&up, "usage_extraction.status.complete"), Some(1));
     assert_eq!(
         up.histograms
@@ -142,11 +143,17 @@ fn an_unknown_model_costs_nothing_and_is_counted() {
     let (up, r) = account(&config(), &f);
     assert_eq!(counter(&up, "cost_unknown_model.route.anthropic"), Some(1));
     assert_eq!(
-        counter(&up, "cost_micro_usd.route.anthropic.model.other"),
+        counter(
+            &up,
+            "cost_micro_usd.route.anthropic.model.other.cost_center.none"
+        ),
         None
     );
     assert_eq!(
-        counter(&up, "tokens.route.anthropic.model.other.type.output"),
+        counter(
+            &up,
+            "tokens.route.anthropic.model.other.cost_center.none.type.output"
+        ),
         Some(40)
     );
     assert_eq!((r.cost_micro_usd, r.price.as_deref()), (0, None));
@@ -177,6 +184,7 @@ fn an_error_status_is_an_error_of_the_response_phase() {
     f.first_content_ns = None;
     let (up, r) = account(&config(), &f);
     let l = "route.anthropic.model.claude-sonnet-4-5";
+    let lc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
     assert_eq!(
         counter(
             &up,
@@ -184,6 +192,6 @@ fn an_error_status_is_an_error_of_the_response_phase() {
         ),
         Some(1)
     );
-    assert_eq!(counter(&up, &format!("requests.{l}.status.4xx")), Some(1));
+    assert_eq!(counter(&up, &format!("requests.{lc}.status.4xx")), Some(1));
     assert_eq!((r.error_phase, r.ttft_ms), (Some("response"), None));
 }

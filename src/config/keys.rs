@@ -1,9 +1,23 @@
-//! `key_pools`: upstream keys, read from environment variables handed to the VM by Envoy
-//! (`vm_config.environment_variables.host_env_keys`), never written in the configuration.
+//! `identity`, `consumers`, `budgets` and `key_pools`. Upstream keys are read from environment
+//! variables that Envoy hands to the VM (`vm_config.environment_variables.host_env_keys`): the
+//! configuration names the variables and never holds a key. Client keys are configured as
+//! SHA-256 digests.
 
-use super::{ConfigError, error, validate_label};
+use super::{ConfigError, error, pattern, validate_label};
+use crate::keys::pool::{Pool, PoolKey};
+use crate::keys::{Consumer, Limits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum IdentityName {
+    /// The client's own credential goes upstream.
+    #[default]
+    Passthrough,
+    /// Clients present gateway-issued keys; upstream keys come from a pool.
+    Virtual,
+}
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -14,22 +28,61 @@ pub(super) struct RawKey {
     env: String,
 }
 
+fn default_cooldown() -> u64 {
+    30
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
     keys: Vec<RawKey>,
+    /// Cooldown after a 429/529 that gives no retry-after or reset time.
+    #[serde(default = "default_cooldown")]
+    cooldown_seconds: u64,
 }
 
-/// A pool as configured: its name and (alias, environment variable) per key.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    requests_per_minute: u64,
+    input_tokens_per_minute: u64,
+    output_tokens_per_minute: u64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsumer {
+    id: String,
+    /// SHA-256 digests (hex) of the consumer's virtual keys.
+    key_sha256: Vec<String>,
+    cost_center: Option<String>,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBudget {
+    daily_usd: Option<f64>,
+    monthly_usd: Option<f64>,
+}
+
+/// A cost center's spend budgets, in micro-USD.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub name: String,
-    pub keys: Vec<(String, String)>,
+pub struct Budget {
+    pub cost_center: String,
+    pub daily: Option<u64>,
+    pub monthly: Option<u64>,
 }
 
 pub(super) fn compile_pools(
     raw: &BTreeMap<String, RawPool>,
-) -> Result<Vec<PoolConfig>, ConfigError> {
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Pool>, ConfigError> {
     let mut pools = Vec::new();
     for (name, pool) in raw {
         let path = format!("key_pools.{name}");
@@ -37,19 +90,133 @@ pub(super) fn compile_pools(
         if pool.keys.is_empty() {
             return Err(error(&format!("{path}.keys"), "needs at least one key"));
         }
-        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut keys: Vec<PoolKey> = Vec::new();
         for (i, k) in pool.keys.iter().enumerate() {
-            validate_label(&format!("{path}.keys[{i}].alias"), &k.alias)?;
-            validate_label(&format!("{path}.keys[{i}].env"), &k.env)?;
-            if keys.iter().any(|(a, _)| *a == k.alias) {
-                return Err(error(&format!("{path}.keys[{i}].alias"), "is used twice"));
+            let at = format!("{path}.keys[{i}]");
+            validate_label(&format!("{at}.alias"), &k.alias)?;
+            validate_label(&format!("{at}.env"), &k.env)?;
+            if keys.iter().any(|p| p.alias == k.alias) {
+                return Err(error(&format!("{at}.alias"), "is used twice in the pool"));
             }
-            keys.push((k.alias.clone(), k.env.clone()));
+            let secret = env(&k.env)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    error(
+                        &format!("{at}.env"),
+                        format!(
+                            "environment variable {} is not set in the VM (list it in \
+                         vm_config.environment_variables.host_env_keys)",
+                            k.env
+                        ),
+                    )
+                })?;
+            keys.push(PoolKey {
+                alias: k.alias.clone(),
+                secret: secret.trim().to_owned(),
+            });
         }
-        pools.push(PoolConfig {
+        pools.push(Pool {
             name: name.clone(),
             keys,
+            default_cooldown_ms: pool.cooldown_seconds.saturating_mul(1000),
         });
     }
     Ok(pools)
+}
+
+pub(super) fn compile_consumers(
+    raw: &[RawConsumer],
+    route_names: &[String],
+) -> Result<Vec<Consumer>, ConfigError> {
+    let mut consumers: Vec<Consumer> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let path = format!("consumers[{i}]");
+        validate_label(&format!("{path}.id"), &c.id)?;
+        if consumers.iter().any(|o| o.id == c.id) {
+            return Err(error(
+                &format!("{path}.id"),
+                format!("two consumers are named `{}`", c.id),
+            ));
+        }
+        let mut digests = Vec::new();
+        for (j, d) in c.key_sha256.iter().enumerate() {
+            let d = d.to_ascii_lowercase();
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(error(
+                    &format!("{path}.key_sha256[{j}]"),
+                    "must be a SHA-256 digest in hex (64 characters): `printf %s KEY | sha256sum`",
+                ));
+            }
+            if consumers.iter().any(|o| o.digests.contains(&d)) {
+                return Err(error(
+                    &format!("{path}.key_sha256[{j}]"),
+                    "belongs to another consumer too",
+                ));
+            }
+            digests.push(d);
+        }
+        if digests.is_empty() {
+            return Err(error(
+                &format!("{path}.key_sha256"),
+                "needs at least one key digest",
+            ));
+        }
+        if let Some(cc) = &c.cost_center {
+            validate_label(&format!("{path}.cost_center"), cc)?;
+        }
+        for (j, r) in c.routes.iter().enumerate() {
+            if !route_names.contains(r) {
+                return Err(error(
+                    &format!("{path}.routes[{j}]"),
+                    format!("no route named `{r}`"),
+                ));
+            }
+        }
+        let models = c
+            .models
+            .iter()
+            .enumerate()
+            .map(|(j, m)| pattern(&format!("{path}.models[{j}]"), m))
+            .collect::<Result<_, _>>()?;
+        consumers.push(Consumer {
+            id: c.id.clone(),
+            digests,
+            cost_center: c.cost_center.clone(),
+            routes: c.routes.clone(),
+            models,
+            limits: Limits {
+                requests_per_minute: c.limits.requests_per_minute,
+                input_tokens_per_minute: c.limits.input_tokens_per_minute,
+                output_tokens_per_minute: c.limits.output_tokens_per_minute,
+            },
+        });
+    }
+    Ok(consumers)
+}
+
+pub(super) fn compile_budgets(
+    raw: &BTreeMap<String, RawBudget>,
+) -> Result<Vec<Budget>, ConfigError> {
+    let mut out = Vec::new();
+    for (cc, b) in raw {
+        let path = format!("budgets.{cc}");
+        validate_label(&path, cc)?;
+        let usd = |field: &str, v: Option<f64>| -> Result<Option<u64>, ConfigError> {
+            v.map(|usd| {
+                crate::cost::usd_per_mtok(usd).ok_or_else(|| {
+                    error(
+                        &format!("{path}.{field}"),
+                        "must be an amount in USD, 0 or more",
+                    )
+                })
+            })
+            .transpose()
+        };
+        out.push(Budget {
+            cost_center: cc.clone(),
+            daily: usd("daily_usd", b.daily_usd)?,
+            monthly: usd("monthly_usd", b.monthly_usd)?,
+        });
+    }
+    Ok(out)
 }

@@ -8,9 +8,11 @@ mod routes;
 mod usage;
 
 pub use cache::{CacheConfig, DEFAULT_MIN_TOKENS};
-pub use keys::PoolConfig;
+pub use keys::Budget;
 pub use usage::UsageConfig;
 
+use crate::keys::Consumer;
+use crate::keys::pool::Pool;
 use crate::pattern::Pattern;
 use crate::routing::Routes;
 use serde::Deserialize;
@@ -35,6 +37,9 @@ struct RawConfig {
     routes: Vec<routes::RawRoute>,
     default_route: routes::RawRoute,
     unknown_model: routes::UnknownModelName,
+    identity: keys::IdentityName,
+    consumers: Vec<keys::RawConsumer>,
+    budgets: BTreeMap<String, keys::RawBudget>,
     key_pools: BTreeMap<String, keys::RawPool>,
     cache: cache::RawCache,
     usage: usage::RawUsage,
@@ -48,6 +53,9 @@ impl Default for RawConfig {
             routes: Vec::new(),
             default_route: routes::RawRoute::default(),
             unknown_model: routes::UnknownModelName::default(),
+            identity: keys::IdentityName::default(),
+            consumers: Vec::new(),
+            budgets: BTreeMap::new(),
             key_pools: BTreeMap::new(),
             cache: cache::RawCache::default(),
             usage: usage::RawUsage::default(),
@@ -61,7 +69,11 @@ impl Default for RawConfig {
 pub struct Config {
     pub routing_header: String,
     pub routes: Routes,
-    pub pools: Vec<PoolConfig>,
+    /// Upstream key pools, with their keys (redacted in `Debug`).
+    pub pools: Vec<Pool>,
+    /// Clients known by their virtual keys' digests.
+    pub consumers: Vec<Consumer>,
+    pub budgets: Vec<Budget>,
     pub cache: CacheConfig,
     pub usage: UsageConfig,
     /// Write the audit record into filter state for the access log.
@@ -92,8 +104,17 @@ fn error(path: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses and validates the plugin configuration. An empty document means all defaults.
+/// Parses and validates the plugin configuration, reading upstream keys from the process
+/// environment. An empty document means all defaults.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_with_env(bytes, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment given (tests).
+pub fn parse_with_env(
+    bytes: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let raw: RawConfig = if first.is_none() {
         RawConfig::default()
@@ -108,16 +129,21 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         })?
     };
     validate_header_name("routing_header", &raw.routing_header)?;
-    let pools = keys::compile_pools(&raw.key_pools)?;
+    let pools = keys::compile_pools(&raw.key_pools, env)?;
     let pool_names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    let routes = routes::compile_routes(
+        &raw.routes,
+        &raw.default_route,
+        raw.unknown_model,
+        &pool_names,
+        raw.identity == keys::IdentityName::Virtual,
+    )?;
+    let route_names: Vec<String> = routes.all().map(|r| r.name.clone()).collect();
     Ok(Config {
         routing_header: raw.routing_header,
-        routes: routes::compile_routes(
-            &raw.routes,
-            &raw.default_route,
-            raw.unknown_model,
-            &pool_names,
-        )?,
+        consumers: keys::compile_consumers(&raw.consumers, &route_names)?,
+        budgets: keys::compile_budgets(&raw.budgets)?,
+        routes,
         pools,
         cache: cache::compile_cache(raw.cache)?,
         usage: usage::compile_usage(raw.usage)?,

@@ -25,6 +25,13 @@ pub(super) enum UnknownModelName {
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
+enum IdentityOverride {
+    Passthrough,
+    Virtual,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
 enum CacheModeName {
     Blocks,
     Automatic,
@@ -66,6 +73,7 @@ pub(super) struct RawRoute {
     model_rewrite: Option<String>,
     #[serde(default)]
     auth: AuthName,
+    identity: Option<IdentityOverride>,
     key_pool: Option<String>,
     path_prefix: Option<String>,
     #[serde(default = "yes")]
@@ -91,6 +99,7 @@ impl Default for RawRoute {
             cluster: super::DEFAULT_CLUSTER.to_owned(),
             model_rewrite: None,
             auth: AuthName::Passthrough,
+            identity: None,
             key_pool: None,
             path_prefix: None,
             cache: true,
@@ -142,7 +151,46 @@ fn token(path: &str, value: &str, what: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn compile_route(path: &str, raw: &RawRoute, pools: &[String]) -> Result<Route, ConfigError> {
+fn compile_route(
+    path: &str,
+    raw: &RawRoute,
+    pools: &[String],
+    virtual_by_default: bool,
+) -> Result<Route, ConfigError> {
+    if let Some(pool) = &raw.key_pool {
+        if !pools.contains(pool) {
+            return Err(error(
+                &format!("{path}.key_pool"),
+                format!("no key pool named `{pool}` in key_pools"),
+            ));
+        }
+    }
+    let virtual_keys = raw
+        .identity
+        .map_or(virtual_by_default, |i| i == IdentityOverride::Virtual);
+    // A pool's keys must never be handed to unauthenticated clients, and a virtual key is
+    // never forwarded, so one needs the other.
+    match (virtual_keys, &raw.key_pool) {
+        (true, None) => {
+            return Err(error(
+                &format!("{path}.key_pool"),
+                "a route with virtual identity needs a key pool (the client's key is not forwarded)",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(error(
+                &format!("{path}.identity"),
+                "a route with a key pool needs virtual identity (set identity to \"virtual\")",
+            ));
+        }
+        _ => {}
+    }
+    if raw.key_pool.is_some() && raw.auth == AuthName::Passthrough {
+        return Err(error(
+            &format!("{path}.auth"),
+            "a key pool's keys need a credential style: \"x-api-key\" or \"bearer\"",
+        ));
+    }
     validate_label(&format!("{path}.name"), &raw.name)?;
     validate_cluster_name(&format!("{path}.cluster"), &raw.cluster)?;
     if let Some(m) = &raw.model_rewrite {
@@ -154,14 +202,6 @@ fn compile_route(path: &str, raw: &RawRoute, pools: &[String]) -> Result<Route, 
             return Err(error(
                 &format!("{path}.path_prefix"),
                 "must start with '/', not end with '/', and have no query",
-            ));
-        }
-    }
-    if let Some(pool) = &raw.key_pool {
-        if !pools.contains(pool) {
-            return Err(error(
-                &format!("{path}.key_pool"),
-                format!("no key pool named `{pool}` in key_pools"),
             ));
         }
     }
@@ -183,6 +223,7 @@ fn compile_route(path: &str, raw: &RawRoute, pools: &[String]) -> Result<Route, 
             AuthName::XApiKey => Auth::XApiKey,
             AuthName::Bearer => Auth::Bearer,
         },
+        virtual_keys,
         key_pool: raw.key_pool.clone(),
         path_prefix: raw.path_prefix.clone(),
         cache: raw.cache,
@@ -200,6 +241,7 @@ pub(super) fn compile_routes(
     default: &RawRoute,
     unknown: UnknownModelName,
     pools: &[String],
+    virtual_by_default: bool,
 ) -> Result<Routes, ConfigError> {
     let mut compiled = Vec::with_capacity(routes.len());
     for (i, raw) in routes.iter().enumerate() {
@@ -208,7 +250,7 @@ pub(super) fn compile_routes(
             &format!("{path}.match"),
             raw.matches.as_ref().unwrap_or(&RawMatch::default()),
         )?;
-        compiled.push((m, compile_route(&path, raw, pools)?));
+        compiled.push((m, compile_route(&path, raw, pools, virtual_by_default)?));
     }
     if default.matches.is_some() {
         return Err(error(
@@ -216,7 +258,7 @@ pub(super) fn compile_routes(
             "the default route matches everything else",
         ));
     }
-    let default = compile_route("default_route", default, pools)?;
+    let default = compile_route("default_route", default, pools, virtual_by_default)?;
     let mut names: Vec<&str> = compiled.iter().map(|(_, r)| r.name.as_str()).collect();
     names.push(&default.name);
     for (i, name) in names.iter().enumerate() {
@@ -286,6 +328,26 @@ mod tests {
                 r#"{"routes":[{"name":"a","cluster":"c","key_pool":"team"}]}"#,
                 "routes[0].key_pool",
                 "no key pool named `team`",
+            ),
+            (
+                r#"{"key_pools":{"team":{"keys":[{"alias":"k","env":"PATH"}]}},"routes":[{"name":"a","cluster":"c","key_pool":"team","auth":"x-api-key"}]}"#,
+                "routes[0].identity",
+                "needs virtual identity",
+            ),
+            (
+                r#"{"identity":"virtual"}"#,
+                "default_route.key_pool",
+                "needs a key pool",
+            ),
+            (
+                r#"{"identity":"virtual","key_pools":{"team":{"keys":[{"alias":"k","env":"PATH"}]}},"default_route":{"name":"d","cluster":"c","key_pool":"team"}}"#,
+                "default_route.auth",
+                "credential style",
+            ),
+            (
+                r#"{"key_pools":{"team":{"keys":[{"alias":"k","env":"NO_SUCH_VARIABLE_XYZ"}]}}}"#,
+                "key_pools.team.keys[0].env",
+                "NO_SUCH_VARIABLE_XYZ is not set",
             ),
             (
                 r#"{"routes":[{"name":"a","cluster":"c","path_prefix":"anthropic/"}]}"#,

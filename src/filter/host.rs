@@ -11,6 +11,7 @@ use std::ptr::{null, null_mut};
 // Status codes of the proxy-wasm ABI 0.2.1.
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
 
 // Map and buffer selectors of the ABI.
 const REQUEST_HEADERS: u32 = 0;
@@ -111,6 +112,20 @@ unsafe extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -298,6 +313,50 @@ pub fn send_local_response(
             headers.len(),
             -1,
         )
+    })
+}
+
+/// Reads a shared-data entry (shared by every VM with this `vm_id` in the process): its value
+/// and version, `None` if absent.
+pub fn shared_get(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: valid key slice and out-pointers.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        OK => Ok(Some((take(data, size).unwrap_or_default(), cas))),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "get_shared_data",
+            status,
+        }),
+    }
+}
+
+/// Writes a shared-data entry if its version is still `cas` (0: unconditionally). `Ok(false)`
+/// when another VM wrote first.
+pub fn shared_set(key: &str, value: &[u8], cas: u32) -> HostResult<bool> {
+    // SAFETY: valid key and value slices.
+    let status =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match status {
+        OK => Ok(true),
+        CAS_MISMATCH => Ok(false),
+        status => Err(HostError {
+            call: "set_shared_data",
+            status,
+        }),
+    }
+}
+
+pub fn set_response_header(name: &str, value: &str) -> HostResult<()> {
+    set_header(RESPONSE_HEADERS, name, value)
+}
+
+pub fn remove_response_header(name: &str) -> HostResult<()> {
+    // SAFETY: valid key slice.
+    check("remove_header", unsafe {
+        proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len())
     })
 }
 

@@ -5,14 +5,19 @@
 
 use super::host;
 use super::stats::Stats;
+use super::store::EnvoyStore;
+use super::upstream::{HANDOFF, KEY_HEADER, handoff};
 use crate::accounting::{self, Finished};
 use crate::audit;
 use crate::cache;
 use crate::config::Config;
+use crate::keys::access::{self, Asks};
+use crate::keys::{self, pool};
 use crate::metrics;
 use crate::plan::{self, HeaderOp, Reply};
 use crate::request::{BodyIssue, Endpoint};
 use crate::routing::Route;
+use crate::session;
 use crate::splice;
 use crate::sse::Framer;
 use crate::usage::Extraction;
@@ -45,9 +50,19 @@ struct Seen {
     markers_added: usize,
     /// The error type of a reply the gateway sent itself.
     local_error: Option<&'static str>,
+    /// Index of the consumer (virtual key) in the configuration.
+    consumer: Option<usize>,
+    /// Pool and key indexes of the upstream key of the first attempt.
+    key: Option<(usize, usize)>,
+    /// Alias of the key that served the final response.
+    key_alias: Option<String>,
     /// Request headers read so far (each read is a host call).
     headers: hashbrown::HashMap<String, Option<String>>,
 }
+
+/// Descriptor inputs for Envoy's global rate-limit filter, set after authentication.
+const CONSUMER_HEADER: &str = "x-claude-gateway-consumer";
+const COST_CENTER_HEADER: &str = "x-claude-gateway-cost-center";
 
 pub struct Http {
     id: u32,
@@ -127,12 +142,85 @@ impl Http {
         }
     }
 
-    fn reply(&mut self, r: &Reply) {
+    /// Answers the request itself (on `route`, if one was chosen).
+    fn reply(&mut self, route: Option<&Route>, r: &Reply) {
+        self.seen.route = route.map(|r| r.name.clone());
         self.seen.local_error = Some(r.error_type);
-        let headers = [("content-type", "application/json")];
+        self.stats.add(&metrics::refused(r.reason()), 1);
+        let retry = r.retry_after_s.map(|s| s.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(retry) = &retry {
+            headers.push(("retry-after", retry));
+        }
         if let Err(e) = host::send_local_response(r.status, r.details, &headers, &r.body()) {
             log::warn!("#{} cannot reply: {e}", self.id);
         }
+    }
+
+    /// Virtual keys: authenticates the client, checks its limits and budgets, and swaps its
+    /// credential for a pool key. `Err` is the refusal to send.
+    fn admit(&mut self, config: &Config, route: &Route) -> Result<Vec<HeaderOp>, Reply> {
+        let x_api_key = self.cached_header("x-api-key");
+        let authorization = self.cached_header("authorization");
+        let presented = keys::presented(x_api_key.as_deref(), authorization.as_deref());
+        let session = session::session_id(
+            self.seen.session_header.as_deref(),
+            self.seen.user_id.as_deref(),
+        );
+        let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
+        let consumer = access::identify(config, route, &presented)?;
+        let mut ops = Vec::new();
+        let Some(c) = consumer else {
+            // Rate-limit descriptors come from the gateway only, never from a client.
+            ops.push(HeaderOp::Remove(CONSUMER_HEADER));
+            ops.push(HeaderOp::Remove(COST_CENTER_HEADER));
+            return Ok(ops);
+        };
+        // Known from here on: refusals below are recorded against the consumer.
+        self.seen.consumer = config.consumers.iter().position(|x| x.id == c.id);
+        let asks = match self.seen.endpoint {
+            Some(_) => Asks::Model(self.seen.model.as_deref()),
+            None => Asks::Other,
+        };
+        let key = access::admit(config, route, c, asks, session.as_deref(), &EnvoyStore, now)?;
+        // A virtual key is the gateway's, never the upstream's.
+        ops.push(HeaderOp::Remove("x-api-key"));
+        ops.push(HeaderOp::Remove("authorization"));
+        // Descriptors for Envoy's global rate-limit filter (stripped before the upstream).
+        ops.push(HeaderOp::Set(CONSUMER_HEADER, c.id.clone()));
+        ops.push(match &c.cost_center {
+            Some(cc) => HeaderOp::Set(COST_CENTER_HEADER, cc.clone()),
+            None => HeaderOp::Remove(COST_CENTER_HEADER),
+        });
+        if let Some((p, k)) = key {
+            let secret = p.keys.get(k).map_or("", |key| key.secret.as_str());
+            ops.extend(plan::credential(route.auth, secret));
+            let state = handoff(&p.name, k, route.auth, session.as_deref());
+            if let Err(e) = host::set_property(&[HANDOFF], state.as_bytes()) {
+                log::warn!("#{} {e}", self.id);
+            }
+            // Let Envoy retry a rate-limited attempt: the upstream instance sets another key.
+            // One retry per other key, never fewer than the shipped routes' 2 for connection
+            // failures (this header replaces the route's count).
+            ops.push(HeaderOp::Set(
+                "x-envoy-retry-on",
+                "retriable-status-codes".into(),
+            ));
+            ops.push(HeaderOp::Set(
+                "x-envoy-retriable-status-codes",
+                "429,529".into(),
+            ));
+            ops.push(HeaderOp::Set(
+                "x-envoy-max-retries",
+                p.keys.len().saturating_sub(1).max(2).to_string(),
+            ));
+            self.seen.key = config
+                .pools
+                .iter()
+                .position(|x| x.name == p.name)
+                .map(|i| (i, k));
+        }
+        Ok(ops)
     }
 
     /// Plans the request from its complete body (`None`: it has none) and applies the plan.
@@ -155,9 +243,18 @@ impl Http {
             }
         }
         if let Some(r) = &plan.reply {
-            self.seen.route = plan.route.map(|r| r.name.clone());
-            self.reply(r);
+            self.reply(plan.route, r);
             return false;
+        }
+        let mut admitted = Vec::new();
+        if let Some(route) = plan.route {
+            match self.admit(config, route) {
+                Ok(ops) => admitted = ops,
+                Err(r) => {
+                    self.reply(Some(route), &r);
+                    return false;
+                }
+            }
         }
         if let Some(reason) = plan.cache.skipped.filter(|_| plan.body.is_ok()) {
             self.stats.add(&metrics::cache_skipped(reason), 1);
@@ -166,6 +263,7 @@ impl Http {
             self.rewrite_body(body, &plan.edits, &plan.cache);
         }
         self.apply_headers(&plan.headers);
+        self.apply_headers(&admitted);
         if let Some(route) = plan.route {
             self.route(config, route);
         }
@@ -236,6 +334,43 @@ impl Http {
         }
     }
 
+    /// The pool key that served the response: the upstream instance names it in a header
+    /// (removed here) after learning from the response; without an upstream instance, this
+    /// instance learns from the final response itself.
+    fn note_key(&mut self) {
+        let (Some(config), Some((p, k))) = (self.config.clone(), self.seen.key) else {
+            return;
+        };
+        let Some(pool) = config.pools.get(p) else {
+            return;
+        };
+        match host::response_header(KEY_HEADER).ok().flatten() {
+            Some(alias) => {
+                let _ = host::remove_response_header(KEY_HEADER);
+                self.seen.key_alias = pool
+                    .keys
+                    .iter()
+                    .find(|key| key.alias == alias)
+                    .map(|key| key.alias.clone());
+            }
+            None => {
+                let status = self.status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+                let observed = pool::observe(status, &mut |name| {
+                    host::response_header(name).ok().flatten()
+                });
+                let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
+                let key = pool.keys.get(k);
+                if access::learn(pool, k, &observed, &EnvoyStore, now) {
+                    if let Some(key) = key {
+                        self.stats
+                            .add(&metrics::key_cooldowns(&pool.name, &key.alias), 1);
+                    }
+                }
+                self.seen.key_alias = key.map(|key| key.alias.clone());
+            }
+        }
+    }
+
     fn property_string(&self, path: &[&str]) -> Option<String> {
         let bytes = host::property(path).ok().flatten()?;
         let s = String::from_utf8_lossy(&bytes);
@@ -263,7 +398,16 @@ impl HttpContext for Http {
             let route = &config.routes.default;
             let path = self.seen.path.clone();
             let ops = plan::route_headers(route, &path, &mut |name| self.cached_header(name));
+            // Virtual keys hold here too: a known key, and a pool key instead of it.
+            let admitted = match self.admit(&config, route) {
+                Ok(admitted) => admitted,
+                Err(r) => {
+                    self.reply(Some(route), &r);
+                    return Action::Pause;
+                }
+            };
             self.apply_headers(&ops);
+            self.apply_headers(&admitted);
             self.route(&config, route);
             return Action::Continue;
         };
@@ -310,15 +454,16 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        self.status = host::response_header(":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        self.note_key();
         let read = self.seen.endpoint == Some(Endpoint::Messages)
             && self.config.as_ref().is_some_and(|c| c.usage.enabled);
         if !read {
             return Action::Continue;
         }
-        self.status = host::response_header(":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok());
         let content_type = host::response_header("content-type")
             .ok()
             .flatten()
@@ -379,6 +524,8 @@ impl HttpContext for Http {
             session_header: s.session_header.as_deref(),
             body_issue: s.body_issue,
             local_error: s.local_error,
+            consumer: s.consumer.and_then(|i| config.consumers.get(i)),
+            key_alias: s.key_alias.as_deref(),
             markers_added: s.markers_added,
             route: s.route.as_deref(),
             extraction: (s.endpoint == Some(Endpoint::Messages) && read)
@@ -395,6 +542,20 @@ impl HttpContext for Http {
             code_details: self.property_string(&["response", "code_details"]),
         };
         let (updates, record) = accounting::account(&config, &finished);
+        if let Some(c) = finished.consumer {
+            let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
+            let input = record.input_tokens + record.cache_creation_input_tokens;
+            let output = record.output_tokens;
+            access::settle(
+                &config,
+                c,
+                input,
+                output,
+                record.cost_micro_usd,
+                &EnvoyStore,
+                now,
+            );
+        }
         for (metric, n) in &updates.counters {
             self.stats.add(metric, *n);
         }

@@ -5,6 +5,8 @@ mod host;
 mod http;
 mod root;
 mod stats;
+mod store;
+mod upstream;
 
 use host::LogLevel;
 

@@ -2,6 +2,7 @@
 
 use super::http::Http;
 use super::stats::Stats;
+use super::upstream::Upstream;
 use super::{host, refresh_log_level};
 use crate::config::{self, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -12,6 +13,8 @@ use std::rc::Rc;
 pub struct Root {
     config: Option<Rc<Config>>,
     stats: Rc<Stats>,
+    /// Loaded as an upstream filter of a cluster (`root_id` ending in `upstream`).
+    upstream: bool,
 }
 
 impl Context for Root {}
@@ -26,13 +29,22 @@ impl RootContext for Root {
                 return false;
             }
         };
+        self.upstream = host::property(&["plugin_root_id"])
+            .ok()
+            .flatten()
+            .is_some_and(|id| id.ends_with(b"upstream"));
         // Returning false makes Envoy refuse the configuration; the error names the path
         // and the problem, never a value.
         match config::parse(&bytes) {
             Ok(config) => {
                 log::info!(
-                    "claude_gateway {} configured: {} routes, default route {} (cluster {}), {} key pools",
+                    "claude_gateway {} configured{}: {} routes, default route {} (cluster {}), {} key pools",
                     env!("CARGO_PKG_VERSION"),
+                    if self.upstream {
+                        " as an upstream filter"
+                    } else {
+                        ""
+                    },
                     config.routes.routes.len(),
                     config.routes.default.name,
                     config.routes.default.cluster,
@@ -49,11 +61,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(
-            context_id,
-            self.config.clone(),
-            self.stats.clone(),
-        )))
+        let (config, stats) = (self.config.clone(), self.stats.clone());
+        if self.upstream {
+            Some(Box::new(Upstream::new(context_id, config, stats)))
+        } else {
+            Some(Box::new(Http::new(context_id, config, stats)))
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
