@@ -73,16 +73,24 @@ lint: toolchain ## rustfmt check, clippy (native and wasm32), layering check
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 	@! grep -rln 'proxy_wasm' src --include='*.rs' | grep -v '^src/filter/' \
 		|| (echo "proxy_wasm used outside src/filter/"; exit 1)
+	$(PYTHON) envoy/examples/generate.py --check
+
+.PHONY: examples
+examples: ## regenerate envoy/examples/*.yaml from envoy/envoy.yaml
+	$(PYTHON) envoy/examples/generate.py
 
 .PHONY: unit
 unit: ## native unit and property tests
 	cargo test --lib --tests
 
+# The examples read pool keys from Envoy's environment; validation loads the plugin, so it needs them set.
+VALIDATE_ENV := ANTHROPIC_KEY_1=validate-only ANTHROPIC_KEY_2=validate-only
+
 .PHONY: validate
 validate: build venv ## envoy --mode validate on every bootstrap in envoy/
 	@for f in $$(grep -lr '^static_resources:' envoy --include='*.yaml'); do \
 		$(RENDER) $$f --wasm $(CURDIR)/$(WASM) --out target/validate.yaml || exit 1; \
-		$(ENVOY) --mode validate -c target/validate.yaml --log-level error >/dev/null \
+		env $(VALIDATE_ENV) $(ENVOY) --mode validate -c target/validate.yaml --log-level error >/dev/null \
 			&& echo "valid: $$f" || { echo "INVALID: $$f"; exit 1; }; \
 	done
 

@@ -140,6 +140,7 @@ fn main() {
         &Run {
             concurrency: 1,
             cpus: other_cpu.clone(),
+            ..Run::default()
         },
     );
     let config = std::env::var("BENCH_PLUGIN_CONFIG").unwrap_or_else(|_| "{}".into());
@@ -150,6 +151,7 @@ fn main() {
         &Run {
             concurrency: 1,
             cpus: gateway_cpu,
+            ..Run::default()
         },
     );
     let ports = [gw.listener_port_of(Some("bare")), gw.port];

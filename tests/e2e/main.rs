@@ -16,5 +16,6 @@ mod support;
 
 mod cache;
 mod foundation;
+mod keys;
 mod routing;
 mod usage;

@@ -280,20 +280,21 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
 
     // The counters: exactly the same totals.
     let m = "route.anthropic.model.claude-sonnet-4-5";
+    let mc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
     let counter = |name: &str| gw.counter(&format!("wasmcustom.claude_gateway.{name}"));
     assert_eq!(
         Counts(
-            counter(&format!("tokens.{m}.type.input")),
-            counter(&format!("tokens.{m}.type.cache_write_5m")),
-            counter(&format!("tokens.{m}.type.cache_write_1h")),
-            counter(&format!("tokens.{m}.type.cache_read")),
-            counter(&format!("tokens.{m}.type.output")),
+            counter(&format!("tokens.{mc}.type.input")),
+            counter(&format!("tokens.{mc}.type.cache_write_5m")),
+            counter(&format!("tokens.{mc}.type.cache_write_1h")),
+            counter(&format!("tokens.{mc}.type.cache_read")),
+            counter(&format!("tokens.{mc}.type.output")),
         ),
         total
     );
-    assert_eq!(counter(&format!("cost_micro_usd.{m}")), cost);
-    assert_eq!(counter(&format!("requests.{m}.status.2xx")), 6);
-    assert_eq!(counter(&format!("requests.{m}.status.4xx")), 1);
+    assert_eq!(counter(&format!("cost_micro_usd.{mc}")), cost);
+    assert_eq!(counter(&format!("requests.{mc}.status.2xx")), 6);
+    assert_eq!(counter(&format!("requests.{mc}.status.4xx")), 1);
     assert_eq!(counter("usage_extraction.status.complete"), 4);
     assert_eq!(counter("usage_extraction.status.partial"), 3);
     assert_eq!(
@@ -307,7 +308,7 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
     let prometheus = gw.admin_get("/stats/prometheus").unwrap();
     assert!(
         prometheus.contains(&format!(
-            "claude_gateway_tokens{{route=\"anthropic\",model=\"claude-sonnet-4-5\",type=\"cache_read\"}} {}",
+            "claude_gateway_tokens{{route=\"anthropic\",model=\"claude-sonnet-4-5\",type=\"cache_read\",cost_center=\"none\"}} {}",
             total.3
         )),
         "{prometheus}"

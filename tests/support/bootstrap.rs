@@ -227,9 +227,9 @@ impl Bootstrap {
             *key(validation, "match_typed_subject_alt_names") = yaml(&format!(
                 "[{{san_type: DNS, matcher: {{exact: {host:?}}}}}]"
             ));
-        } else {
-            map(c).remove("transport_socket");
-            // A plain local endpoint: HTTP/1.1, which every test server and mock speaks.
+        } else if map(c).remove("transport_socket").is_some() {
+            // A TLS upstream replaced by a plain local one: HTTP/1.1, which every test server
+            // and mock speaks. (A cluster that was plain already keeps its protocol: gRPC.)
             let options = key(c, "typed_extension_protocol_options");
             let http = key(
                 options,

@@ -60,11 +60,13 @@ pub fn bootstrap(upstream_port: u16, plugin_config: &str) -> Bootstrap {
     b
 }
 
-/// How to run Envoy: worker threads, and the CPUs it may run on (all if empty).
+/// How to run Envoy: worker threads, the CPUs it may run on (all if empty), and environment
+/// variables it gets on top of the test's own.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub concurrency: u32,
     pub cpus: Vec<usize>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Run {
@@ -72,7 +74,15 @@ impl Default for Run {
         Run {
             concurrency: 2,
             cpus: Vec::new(),
+            env: Vec::new(),
         }
+    }
+}
+
+impl Run {
+    pub fn env(mut self, name: &str, value: &str) -> Run {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -161,6 +171,7 @@ impl Gateway {
             });
         }
         let child = command
+            .envs(run.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&config)
             .args(["--base-id", &base_id.to_string()])

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cache_sim;
 pub mod envoy;
 pub mod mock;
+pub mod ratelimit;
 
 use std::time::Duration;
 

@@ -1,0 +1,303 @@
+"""Generates the example bootstraps in this directory from envoy/envoy.yaml.
+
+Each example is the shipped bootstrap (comments dropped: they are in envoy.yaml) plus what
+the example shows. `make examples` rewrites them; `make lint` runs this with --check, which
+fails when an example is out of date.
+"""
+
+import hashlib
+import json
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).parent
+BASE = (HERE.parent / "envoy.yaml").read_text()
+
+# The settings shared with envoy.yaml are explained there.
+BODY = "\n".join(
+    line for line in BASE.splitlines() if not line.lstrip().startswith("#")
+) + "\n"
+BODY = re.sub(r"\s+# [^\n]*", "", BODY)
+
+
+def with_plugin_config(text: str, config: dict) -> str:
+    value = json.dumps(config, separators=(",", ":"))
+    old = '                  value: "{}"'
+    assert old in text
+    return text.replace(old, f"                  value: '{value}'")
+
+
+def replace(text: str, old: str, new: str, count: int = -1) -> str:
+    assert old in text, old
+    return text.replace(old, new, count)
+
+
+def tls_cluster(name: str, host: str, extra: str = "") -> str:
+    return f"""  - name: {name}
+    type: LOGICAL_DNS
+    dns_lookup_family: V4_PREFERRED
+    connect_timeout: 10s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            hostname: {host}
+            address: {{socket_address: {{address: {host}, port_value: 443}}}}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options:
+          idle_timeout: 300s
+        explicit_http_config:
+          http2_protocol_options:
+            connection_keepalive: {{interval: 30s, timeout: 10s}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context:
+            trusted_ca: {{filename: /etc/ssl/certs/ca-certificates.crt}}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {{exact: {host}}}
+{OUTLIER}{extra}"""
+
+
+OUTLIER = """    # Eject an endpoint after 5 consecutive 5xx or connection failures, for 30 s.
+    outlier_detection:
+      consecutive_5xx: 5
+      consecutive_local_origin_failure: 5
+      split_external_local_origin_errors: true
+      interval: 10s
+      base_ejection_time: 30s
+      max_ejection_percent: 100
+    circuit_breakers:
+      thresholds:
+      - max_connections: 512
+        max_pending_requests: 512
+        max_requests: 1024
+        max_retries: 16
+"""
+
+PREVIOUS_PRIORITIES = """                    retry_priority:
+                      name: envoy.retry_priorities.previous_priorities
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig
+                        update_frequency: 1
+"""
+
+
+def multi_vendor() -> str:
+    text = with_plugin_config(BODY, {
+        "routes": [
+            {"name": "haiku-deepseek", "match": {"model": "claude-haiku-*"}, "cluster": "deepseek",
+             "model_rewrite": "deepseek-chat", "auth": "x-api-key", "path_prefix": "/anthropic",
+             "cache": False, "count_tokens": False, "drop_anthropic_beta": True,
+             "reject_system_messages": True},
+            {"name": "background-deepseek",
+             "match": {"header": {"name": "x-claude-code-request-class", "value": "auxiliary"}},
+             "cluster": "deepseek", "model_rewrite": "deepseek-chat", "auth": "x-api-key",
+             "path_prefix": "/anthropic", "cache": False, "count_tokens": False,
+             "drop_anthropic_beta": True, "reject_system_messages": True},
+            {"name": "sonnet-openrouter", "match": {"model": "claude-sonnet-*"},
+             "cluster": "openrouter", "auth": "bearer", "path_prefix": "/api"},
+        ],
+        "default_route": {"name": "anthropic", "cluster": "anthropic"},
+        "unknown_model": "default",
+    })
+    text += tls_cluster("deepseek", "api.deepseek.com") + tls_cluster("openrouter", "openrouter.ai")
+    return """# Example: one gateway in front of three upstreams, chosen by the request body's model.
+#   claude-haiku-*  (and Claude Code's background requests) -> DeepSeek's Anthropic-compatible API,
+#                   model rewritten, no cache markers (DeepSeek ignores them), no count_tokens,
+#                   anthropic-beta dropped, mid-conversation system messages answered with a 400
+#   claude-sonnet-* -> OpenRouter (/api prefix, bearer credential)
+#   everything else -> Anthropic
+# Vendor clusters have outlier detection and circuit breakers. Generated by generate.py from
+# envoy/envoy.yaml, which explains the shared settings; routes are in README.md, "Model routing".
+""" + text
+
+
+def failover() -> str:
+    text = BODY
+    cluster = text[text.index("  - name: anthropic\n    type: LOGICAL_DNS"):]
+    new = cluster.replace("    type: LOGICAL_DNS\n", "    type: STRICT_DNS\n")
+    new = replace(new, """      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            hostname: api.anthropic.com
+            address: {socket_address: {address: api.anthropic.com, port_value: 443}}
+""", """      endpoints:
+      # Priority 0 takes the traffic while it is healthy; priority 1 (a second egress path to the
+      # same API, e.g. another region's proxy) takes over when it is not.
+      - priority: 0
+        lb_endpoints:
+        - endpoint:
+            hostname: api.anthropic.com
+            address: {socket_address: {address: api.anthropic.com, port_value: 443}}
+      - priority: 1
+        lb_endpoints:
+        - endpoint:
+            hostname: api.anthropic.com
+            address: {socket_address: {address: anthropic-egress.internal.example, port_value: 443}}
+""")
+    new = replace(new, "    circuit_breakers:\n", OUTLIER.split("    circuit_breakers:\n")[0]
+                  + "    circuit_breakers:\n")
+    text = text.replace(cluster, new)
+    # A retry of a failed connection goes to the next priority at once, before any ejection.
+    retry = "                    retry_on: connect-failure,refused-stream,reset\n                    num_retries: 2\n"
+    text = replace(text, retry, retry + PREVIOUS_PRIORITIES)
+    return """# Example: failover between two endpoints of the same upstream (Anthropic) with Envoy's priority
+# levels. Priority 0 serves while healthy; a request whose connection fails is retried on
+# priority 1 at once (retry_priority previous_priorities), so the client sees no error, and
+# outlier detection keeps a failing endpoint out for 30 s. Generated by generate.py from
+# envoy/envoy.yaml, which explains the shared settings.
+""" + text
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+VIRTUAL_KEYS = {
+    "identity": "virtual",
+    "key_pools": {"anthropic": {
+        "keys": [{"alias": "team-key-1", "env": "ANTHROPIC_KEY_1"},
+                 {"alias": "team-key-2", "env": "ANTHROPIC_KEY_2"}],
+        "cooldown_seconds": 30}},
+    "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
+                      "auth": "x-api-key"},
+    "consumers": [
+        {"id": "alice", "key_sha256": [digest("vk-alice-example-key")], "cost_center": "platform",
+         "limits": {"requests_per_minute": 120, "input_tokens_per_minute": 2000000,
+                    "output_tokens_per_minute": 200000}},
+        {"id": "ci-bot", "key_sha256": [digest("vk-ci-example-key")], "cost_center": "ci",
+         "models": ["claude-haiku-*", "claude-sonnet-*"], "limits": {"requests_per_minute": 30}},
+    ],
+    "budgets": {"platform": {"daily_usd": 200, "monthly_usd": 3000}, "ci": {"daily_usd": 20}},
+}
+
+UPSTREAM_FILTER = """        http_filters:
+        # The filter again, as the cluster's upstream filter: Envoy runs it once per attempt,
+        # so a retry after a 429 goes out with another pool key. Same vm_id, code and plugin
+        # configuration as the downstream instance (shared data is per vm_id).
+        - name: envoy.filters.http.wasm
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+            config:
+              name: claude_gateway_upstream
+              root_id: claude_gateway_upstream
+              failure_policy: FAIL_RELOAD
+              vm_config: *gateway_vm
+              configuration: *gateway_config
+        - name: envoy.filters.http.upstream_codec
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
+"""
+
+
+def virtual_keys() -> str:
+    text = with_plugin_config(BODY, VIRTUAL_KEYS)
+    text = replace(text, "                vm_config:\n", "                vm_config: &gateway_vm\n")
+    text = replace(text, """                  code: {local: {filename: /etc/envoy/claude_gateway.wasm}}
+""", """                  code: {local: {filename: /etc/envoy/claude_gateway.wasm}}
+                  # The pool keys, from Envoy's own environment: never in the configuration,
+                  # never in /config_dump.
+                  environment_variables:
+                    host_env_keys: [ANTHROPIC_KEY_1, ANTHROPIC_KEY_2]
+""")
+    text = replace(text, "                configuration:\n", "                configuration: &gateway_config\n")
+    text = replace(text, """            connection_keepalive: {interval: 30s, timeout: 10s}
+""", """            connection_keepalive: {interval: 30s, timeout: 10s}
+""" + UPSTREAM_FILTER, 1)
+    return """# Example: virtual keys and a pool of upstream keys. Clients present gateway-issued keys (known by
+# their SHA-256 digests); each consumer has a cost center, limits and allowed models; cost
+# centers have daily and monthly budgets. Requests go out with a pool key (ANTHROPIC_KEY_1/2 in
+# Envoy's environment), sticky per Claude Code session; a 429 or 529 cools the key down for
+# every worker and Envoy retries the request on the other key. Example client keys:
+# vk-alice-example-key, vk-ci-example-key (replace the digests: printf %s KEY | sha256sum).
+# Generated by generate.py from envoy/envoy.yaml, which explains the shared settings.
+""" + text
+
+
+def global_ratelimit() -> str:
+    text = virtual_keys().split("\n", 7)[7]
+    text = replace(text, """          - name: envoy.filters.http.router
+""", """          # Envoy's global rate limiting (envoyproxy/ratelimit with Redis) counts across replicas:
+          # the gateway filter sets the consumer and cost center as descriptors.
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: claude-gateway
+              timeout: 0.05s
+              failure_mode_deny: false
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service: {envoy_grpc: {cluster_name: ratelimit}}
+          - name: envoy.filters.http.router
+""")
+    descriptors = """                  rate_limits:
+                  - actions:
+                    - request_headers: {header_name: x-claude-gateway-consumer, descriptor_key: consumer}
+                  - actions:
+                    - request_headers: {header_name: x-claude-gateway-cost-center, descriptor_key: cost_center}
+"""
+    text = replace(text, "                  retry_policy:\n", descriptors + "                  retry_policy:\n", 1)
+    text += """  - name: ratelimit
+    type: STRICT_DNS
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {socket_address: {address: ratelimit.internal.example, port_value: 8081}}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+"""
+    return """# Example: virtual keys (as in virtual-keys.yaml) plus Envoy's global rate-limit service, which
+# enforces per-consumer and per-cost-center limits across every replica. envoyproxy/ratelimit
+# config for it, e.g.:
+#   domain: claude-gateway
+#   descriptors:
+#   - {key: consumer, rate_limit: {unit: minute, requests_per_unit: 600}}
+#   - {key: cost_center, value: ci, rate_limit: {unit: minute, requests_per_unit: 120}}
+# Generated by generate.py from envoy/envoy.yaml, which explains the shared settings.
+""" + text
+
+
+EXAMPLES = {
+    "multi-vendor.yaml": multi_vendor,
+    "failover.yaml": failover,
+    "virtual-keys.yaml": virtual_keys,
+    "global-ratelimit.yaml": global_ratelimit,
+}
+
+
+def main() -> int:
+    check = "--check" in sys.argv
+    stale = []
+    for name, build in EXAMPLES.items():
+        path = HERE / name
+        text = build()
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)} (run `make examples`)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
