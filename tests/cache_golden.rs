@@ -14,23 +14,7 @@
 #[allow(dead_code)]
 mod bodies;
 
-use claude_gateway::config;
-use claude_gateway::plan::plan;
-use claude_gateway::request::Endpoint;
-use claude_gateway::splice;
 use std::path::PathBuf;
-
-fn rewrite(body: &[u8]) -> Vec<u8> {
-    let config = config::parse(b"{}").unwrap();
-    let p = plan(
-        &config,
-        Endpoint::Messages,
-        "/v1/messages",
-        Some(body),
-        &mut |_| None,
-    );
-    splice::apply(body, &p.cache.edits)
-}
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cache");
@@ -51,7 +35,7 @@ fn rewritten_fixtures_match_their_golden_files() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for input in fixtures() {
         let body = std::fs::read(&input).unwrap();
-        let got = rewrite(&body);
+        let got = bodies::rewritten(&body);
         let golden = input.with_extension("out.json");
         if update {
             std::fs::write(&golden, &got).unwrap();
@@ -65,14 +49,19 @@ fn rewritten_fixtures_match_their_golden_files() {
             input.display()
         );
         serde_json::from_slice::<serde_json::Value>(&got).expect("valid JSON");
-        assert_eq!(rewrite(&got), got, "{}: not a fixed point", input.display());
+        assert_eq!(
+            bodies::rewritten(&got),
+            got,
+            "{}: not a fixed point",
+            input.display()
+        );
     }
 }
 
 #[test]
 fn a_5_mib_claude_code_body() {
     let body = bodies::claude_code("claude-opus-4-8", true, 5 << 20);
-    let got = rewrite(&body);
+    let got = bodies::rewritten(&body);
     let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
     let mut found: Vec<String> = bodies::markers(&v).into_iter().map(|(p, _)| p).collect();
     found.sort();
@@ -91,5 +80,5 @@ fn a_5_mib_claude_code_body() {
     let marker = br#","cache_control":{"type":"ephemeral"}"#.len();
     let conversion = br#"[{"type":"text","text":"#.len() + b"}]".len();
     assert_eq!(got.len(), body.len() + 2 * marker + conversion);
-    assert_eq!(rewrite(&got), got);
+    assert_eq!(bodies::rewritten(&got), got);
 }

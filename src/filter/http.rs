@@ -3,6 +3,7 @@
 //! passes straight through. Responses are observed chunk by chunk and never paused; the
 //! request is accounted for in `on_log`, which also runs for aborted streams.
 
+use super::effects;
 use super::host;
 use super::stats::Stats;
 use super::store::EnvoyStore;
@@ -11,8 +12,8 @@ use crate::accounting::{self, Finished};
 use crate::audit;
 use crate::cache;
 use crate::config::Config;
+use crate::keys;
 use crate::keys::access::{self, Asks};
-use crate::keys::{self, pool};
 use crate::metrics;
 use crate::plan::{self, HeaderOp, Reply};
 use crate::request::{BodyIssue, Endpoint};
@@ -122,15 +123,7 @@ impl Http {
     }
 
     fn apply_headers(&self, ops: &[HeaderOp]) {
-        for op in ops {
-            let result = match op {
-                HeaderOp::Set(name, value) => host::set_request_header(name, value),
-                HeaderOp::Remove(name) => host::remove_request_header(name),
-            };
-            if let Err(e) = result {
-                log::warn!("#{} header {op:?}: {e}", self.id);
-            }
-        }
+        effects::apply_headers(self.id, ops);
     }
 
     /// Points Envoy's route at the route's cluster, overwriting whatever the client sent.
@@ -146,15 +139,7 @@ impl Http {
     fn reply(&mut self, route: Option<&Route>, r: &Reply) {
         self.seen.route = route.map(|r| r.name.clone());
         self.seen.local_error = Some(r.error_type);
-        self.stats.add(&metrics::refused(r.reason()), 1);
-        let retry = r.retry_after_s.map(|s| s.to_string());
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(retry) = &retry {
-            headers.push(("retry-after", retry));
-        }
-        if let Err(e) = host::send_local_response(r.status, r.details, &headers, &r.body()) {
-            log::warn!("#{} cannot reply: {e}", self.id);
-        }
+        effects::reply(self.id, &self.stats, r);
     }
 
     /// Virtual keys: authenticates the client, checks its limits and budgets, and swaps its
@@ -167,7 +152,7 @@ impl Http {
             self.seen.session_header.as_deref(),
             self.seen.user_id.as_deref(),
         );
-        let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
+        let now = effects::now_ms();
         let consumer = access::identify(config, route, &presented)?;
         let mut ops = Vec::new();
         let Some(c) = consumer else {
@@ -354,19 +339,8 @@ impl Http {
                     .map(|key| key.alias.clone());
             }
             None => {
-                let status = self.status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
-                let observed = pool::observe(status, &mut |name| {
-                    host::response_header(name).ok().flatten()
-                });
-                let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
-                let key = pool.keys.get(k);
-                if access::learn(pool, k, &observed, &EnvoyStore, now) {
-                    if let Some(key) = key {
-                        self.stats
-                            .add(&metrics::key_cooldowns(&pool.name, &key.alias), 1);
-                    }
-                }
-                self.seen.key_alias = key.map(|key| key.alias.clone());
+                effects::learn_key(&self.stats, pool, k);
+                self.seen.key_alias = pool.keys.get(k).map(|key| key.alias.clone());
             }
         }
     }
@@ -381,6 +355,15 @@ impl Http {
     fn property_int(&self, path: &[&str]) -> Option<u64> {
         let bytes = host::property(path).ok().flatten()?;
         Some(u64::from_le_bytes(*bytes.first_chunk::<8>()?))
+    }
+}
+
+/// Lets a released request go on; one the gateway answered stays stopped.
+fn proceed(forwarded: bool) -> Action {
+    if forwarded {
+        Action::Continue
+    } else {
+        Action::Pause
     }
 }
 
@@ -416,12 +399,7 @@ impl HttpContext for Http {
         // The filter reads these responses, so they must not come back compressed.
         self.set_request_header("accept-encoding", "identity");
         if end_of_stream {
-            let forwarded = self.release(&config, endpoint, None);
-            return if forwarded {
-                Action::Continue
-            } else {
-                Action::Pause
-            };
+            return proceed(self.release(&config, endpoint, None));
         }
         // Needs `allow_on_headers_stop_iteration` so Envoy keeps feeding the body (envoy-wasm.md §1).
         self.held = Some(endpoint);
@@ -437,20 +415,12 @@ impl HttpContext for Http {
             // Envoy keeps buffering (up to the route's request_body_buffer_limit).
             return Action::Pause;
         }
-        if self.release_buffered() {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        proceed(self.release_buffered())
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         // With trailers, the end of the request arrives here instead of in the body callback.
-        if self.release_buffered() {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        proceed(self.release_buffered())
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -543,7 +513,7 @@ impl HttpContext for Http {
         };
         let (updates, record) = accounting::account(&config, &finished);
         if let Some(c) = finished.consumer {
-            let now = host::now_nanos().map_or(0, |n| n / 1_000_000);
+            let now = effects::now_ms();
             let input = record.input_tokens + record.cache_creation_input_tokens;
             let output = record.output_tokens;
             access::settle(

@@ -1,6 +1,7 @@
 //! The proxy-wasm glue: the only code that imports `proxy_wasm`. Callbacks stay short: they
 //! gather input through `host`, ask the pure core for a plan and apply it.
 
+mod effects;
 mod host;
 mod http;
 mod root;

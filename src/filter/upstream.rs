@@ -4,13 +4,13 @@
 //! another key, so the client's request succeeds on key B after key A was rate limited. It
 //! also reports the key that served the final response to the downstream instance.
 
+use super::effects;
 use super::host;
 use super::stats::Stats;
 use super::store::EnvoyStore;
 use crate::config::Config;
-use crate::keys::{access, pool};
-use crate::metrics;
-use crate::plan::{self, HeaderOp};
+use crate::keys::access;
+use crate::plan;
 use crate::routing::Auth;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -74,10 +74,6 @@ impl Upstream {
             chosen: None,
         }
     }
-
-    fn now_ms() -> u64 {
-        host::now_nanos().map_or(0, |n| n / 1_000_000)
-    }
 }
 
 impl Context for Upstream {}
@@ -94,7 +90,12 @@ impl HttpContext for Upstream {
         else {
             return Action::Continue;
         };
-        let Some(p) = config.pools.iter().position(|p| p.name == h.pool) else {
+        let Some((p, pool)) = config
+            .pools
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.name == h.pool)
+        else {
             return Action::Continue;
         };
         let attempt = host::request_header("x-envoy-attempt-count")
@@ -108,34 +109,14 @@ impl HttpContext for Upstream {
             return Action::Continue;
         }
         // A retry: the previous attempt's key has been cooled down; take the next usable one.
-        let Some(pool) = config.pools.get(p) else {
-            return Action::Continue;
-        };
-        match access::pick_key(pool, h.session.as_deref(), &EnvoyStore, Self::now_ms()) {
+        match access::pick_key(pool, h.session.as_deref(), &EnvoyStore, effects::now_ms()) {
             Ok(k) => {
                 self.chosen = Some((p, k));
                 let secret = pool.keys.get(k).map_or("", |key| key.secret.as_str());
-                for op in plan::credential(h.auth, secret) {
-                    let r = match op {
-                        HeaderOp::Set(n, v) => host::set_request_header(n, &v),
-                        HeaderOp::Remove(n) => host::remove_request_header(n),
-                    };
-                    if let Err(e) = r {
-                        log::warn!("#{} {e}", self.id);
-                    }
-                }
+                effects::apply_headers(self.id, &plan::credential(h.auth, secret));
             }
             Err(reply) => {
-                let retry = reply.retry_after_s.unwrap_or(1).to_string();
-                let headers = [
-                    ("content-type", "application/json"),
-                    ("retry-after", retry.as_str()),
-                ];
-                if let Err(e) =
-                    host::send_local_response(reply.status, reply.details, &headers, &reply.body())
-                {
-                    log::warn!("#{} {e}", self.id);
-                }
+                effects::reply(self.id, &self.stats, &reply);
                 return Action::Pause;
             }
         }
@@ -149,20 +130,7 @@ impl HttpContext for Upstream {
         let Some(pool) = config.pools.get(p) else {
             return Action::Continue;
         };
-        let status = host::response_header(":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let observed = pool::observe(status, &mut |name| {
-            host::response_header(name).ok().flatten()
-        });
-        if access::learn(pool, k, &observed, &EnvoyStore, Self::now_ms()) {
-            if let Some(key) = pool.keys.get(k) {
-                self.stats
-                    .add(&metrics::key_cooldowns(&pool.name, &key.alias), 1);
-            }
-        }
+        effects::learn_key(&self.stats, pool, k);
         if let Some(key) = pool.keys.get(k) {
             if let Err(e) = host::set_response_header(KEY_HEADER, &key.alias) {
                 log::warn!("#{} {e}", self.id);

@@ -14,21 +14,6 @@ use std::time::Duration;
 /// Plugin configuration with cache injection off: the filter must then change no body byte.
 const PASSTHROUGH: &str = r#"{"cache":{"enabled":false}}"#;
 
-/// What the upstream must receive for `body` with the default configuration (markers added by
-/// the same pure code the filter runs).
-fn rewritten(body: &[u8]) -> Vec<u8> {
-    use claude_gateway::{config, plan, request::Endpoint, splice};
-    let config = config::parse(b"{}").unwrap();
-    let p = plan::plan(
-        &config,
-        Endpoint::Messages,
-        "/v1/messages",
-        Some(body),
-        &mut |_| None,
-    );
-    splice::apply(body, &p.cache.edits)
-}
-
 /// A gateway with the default plugin configuration in front of one default mock.
 fn gateway() -> (Mock, Gateway) {
     let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
@@ -184,7 +169,7 @@ fn large_bodies_pass_over_http1_chunked_and_http2() {
     }
     let seen = mock.wait_requests(3);
     assert_eq!(seen.len(), 3);
-    let want = rewritten(&body);
+    let want = bodies::rewritten(&body);
     assert!(want.len() > body.len(), "no marker added");
     for r in &seen {
         assert!(

@@ -316,9 +316,11 @@ fn with_every_key_cooling_down_the_gateway_answers_429_itself() {
     let gw = gateway(&mock, Some(&test_config()));
     limited.set(&[POOL_1, POOL_2]);
 
-    // Both keys answer 429: the request tries each once and the client gets the last 429.
+    // Both keys answer 429: the request tries each once, then its last retry finds no usable
+    // key and the upstream instance answers with the gateway's own 429.
     let r = as_consumer(&gw, ALICE, Some(&session_on(0, 0)));
     assert_refused(&r, 429, "rate_limit_error");
+    assert!(r.body.contains("cooling down"), "{}", r.body);
     assert_eq!(keys_seen(&mock), [POOL_1, POOL_2]);
 
     // Now every key is cooling down: a local 429 with whole seconds to wait, nothing upstream.
@@ -335,7 +337,7 @@ fn with_every_key_cooling_down_the_gateway_answers_429_itself() {
         assert!((1..=20).contains(&wait), "retry-after {wait}");
     }
     assert_eq!(mock.requests().len(), 2);
-    assert_eq!(refused(&gw, "no_key"), 3);
+    assert_eq!(refused(&gw, "no_key"), 4);
     gw.assert_healthy();
 }
 

@@ -4,6 +4,21 @@
 
 use serde_json::{Value, json};
 
+/// What the default configuration makes of a Messages body: the cache markers the filter adds,
+/// spliced in by the same pure code it runs.
+pub fn rewritten(body: &[u8]) -> Vec<u8> {
+    use claude_gateway::{config, plan, request::Endpoint, splice};
+    let config = config::parse(b"{}").unwrap();
+    let p = plan::plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages",
+        Some(body),
+        &mut |_| None,
+    );
+    splice::apply(body, &p.cache.edits)
+}
+
 const SESSION: &str = "f25958b8-e75c-455d-8b40-f006d87cc2a4";
 
 fn tools() -> Value {

@@ -1,0 +1,58 @@
+//! What the filter does to a request on the pure core's behalf, shared by the downstream and
+//! upstream instances: header changes, local replies, and what a response teaches about the
+//! pool key that served it. Failures are logged with the request's id; none stops a request.
+
+use super::host;
+use super::stats::Stats;
+use super::store::EnvoyStore;
+use crate::keys::{access, pool};
+use crate::metrics;
+use crate::plan::{HeaderOp, Reply};
+
+/// Milliseconds since the epoch (0 if Envoy cannot say).
+pub fn now_ms() -> u64 {
+    host::now_nanos().map_or(0, |n| n / 1_000_000)
+}
+
+pub fn apply_headers(id: u32, ops: &[HeaderOp]) {
+    for op in ops {
+        let result = match op {
+            HeaderOp::Set(name, value) => host::set_request_header(name, value),
+            HeaderOp::Remove(name) => host::remove_request_header(name),
+        };
+        if let Err(e) = result {
+            log::warn!("#{id} header {op:?}: {e}");
+        }
+    }
+}
+
+/// Answers the request locally in the API's error envelope, and counts the refusal.
+pub fn reply(id: u32, stats: &Stats, r: &Reply) {
+    stats.add(&metrics::refused(r.reason()), 1);
+    let retry = r.retry_after_s.map(|s| s.to_string());
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(retry) = &retry {
+        headers.push(("retry-after", retry));
+    }
+    if let Err(e) = host::send_local_response(r.status, r.details, &headers, &r.body()) {
+        log::warn!("#{id} cannot reply: {e}");
+    }
+}
+
+/// Learns from the response's status and rate-limit headers about key `k` of `p` (shared by
+/// every worker), counting a cooldown it starts.
+pub fn learn_key(stats: &Stats, p: &pool::Pool, k: usize) {
+    let status = host::response_header(":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let observed = pool::observe(status, &mut |name| {
+        host::response_header(name).ok().flatten()
+    });
+    if access::learn(p, k, &observed, &EnvoyStore, now_ms()) {
+        if let Some(key) = p.keys.get(k) {
+            stats.add(&metrics::key_cooldowns(&p.name, &key.alias), 1);
+        }
+    }
+}
