@@ -95,6 +95,10 @@ pub fn observe(status: u16, header: &mut dyn FnMut(&str) -> Option<String>) -> O
     }
 }
 
+/// The longest `retry-after` believed: an upstream (or a bug) saying "in a year" must not take a
+/// key out of the pool for good.
+pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
+
 /// The key's new state after a response: a 429 or 529 cools it down until `retry-after`, else
 /// until the exhausted limit resets, else for the pool's default; headroom reported as zero
 /// marks it exhausted until the reset. A cooldown only ever grows (a second, shorter 429 must
@@ -103,9 +107,9 @@ pub fn learn(state: KeyState, o: &Observed, now: u64, default_cooldown_ms: u64) 
     let mut next = state;
     if o.status == 429 || o.status == 529 {
         let until = match (o.retry_after_s, o.exhausted_until) {
-            (Some(s), _) => now + s * 1000,
+            (Some(s), _) => now.saturating_add(s.min(MAX_RETRY_AFTER_S).saturating_mul(1000)),
             (None, Some(reset)) if reset > now => reset,
-            _ => now + default_cooldown_ms,
+            _ => now.saturating_add(default_cooldown_ms),
         };
         next.cooldown_until = next.cooldown_until.max(until);
     }

@@ -193,6 +193,14 @@ fn cooldowns_follow_retry_after_then_resets_then_the_default() {
     let o = pool::observe(529, &mut headers(&[]));
     let s = pool::learn(KeyState::default(), &o, now, 30_000);
     assert_eq!(s.cooldown_until, now + 30_000);
+    // An absurd retry-after is capped, without overflow.
+    for absurd in ["99999999999", "18446744073709551615"] {
+        let o = pool::observe(429, &mut headers(&[("retry-after", absurd)]));
+        assert_eq!(
+            pool::learn(KeyState::default(), &o, now, 30_000).cooldown_until,
+            now + pool::MAX_RETRY_AFTER_S * 1000
+        );
+    }
     // A shorter cooldown never shortens a longer one.
     let o = pool::observe(429, &mut headers(&[("retry-after", "1")]));
     assert_eq!(pool::learn(s, &o, now, 30_000).cooldown_until, now + 30_000);
