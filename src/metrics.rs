@@ -13,6 +13,7 @@ pub const PREFIX: &str = "claude_gateway";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -217,6 +218,21 @@ pub fn duration_ms(l: Labels) -> Metric {
         "duration_ms",
         &[("route", l.route), ("model", l.model)],
     )
+}
+
+/// The wasm VMs' linear memory, summed over workers (it only grows: the high-water mark).
+pub fn vm_memory_bytes() -> Metric {
+    Metric::new(Kind::Gauge, "vm_memory_bytes", &[])
+}
+
+/// Heap in use inside the VMs, summed over workers, at the last report (every second).
+pub fn vm_heap_bytes() -> Metric {
+    Metric::new(Kind::Gauge, "vm_heap_bytes", &[])
+}
+
+/// The highest heap in use since each VM started, summed over workers.
+pub fn vm_heap_peak_bytes() -> Metric {
+    Metric::new(Kind::Gauge, "vm_heap_peak_bytes", &[])
 }
 
 #[cfg(test)]

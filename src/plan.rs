@@ -71,6 +71,16 @@ fn reply(status: u32, error_type: &'static str, details: &'static str, message: 
     }
 }
 
+/// The body was half rewritten in Envoy's buffer when a host call failed: it must not go out.
+pub fn rewrite_failed() -> Reply {
+    reply(
+        500,
+        "api_error",
+        "claude_gateway.rewrite_failed",
+        "The gateway could not rewrite the request body; nothing was sent upstream.".into(),
+    )
+}
+
 /// Header changes a route makes to any request: path prefix and query, credential style.
 pub fn route_headers(
     route: &Route,

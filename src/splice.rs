@@ -19,23 +19,30 @@ impl Edit {
     }
 }
 
-/// Applies non-overlapping edits sorted by offset to the head of `body` that they touch, and
-/// returns that head's length with its replacement. The rest of the body is unchanged, so the
-/// filter only rewrites the head of Envoy's buffer. Offsets past the body are clamped.
-pub fn apply_prefix(body: &[u8], edits: &[Edit]) -> (usize, Vec<u8>) {
+/// The head of `body` that non-overlapping edits sorted by offset touch, as the pieces of its
+/// replacement in order (original bytes and edit bytes, none copied), and that head's length in
+/// the original. The rest of the body is unchanged, so the filter only rewrites the head of
+/// Envoy's buffer. Offsets past the body are clamped.
+pub fn head_pieces<'a>(body: &'a [u8], edits: &'a [Edit]) -> (usize, Vec<&'a [u8]>) {
     let end = edits
         .last()
         .map_or(0, |e| e.at.saturating_add(e.remove).min(body.len()));
-    let added: usize = edits.iter().map(|e| e.bytes.len()).sum();
-    let mut out = Vec::with_capacity(end + added);
+    let mut pieces = Vec::with_capacity(2 * edits.len());
     let mut from = 0;
     for e in edits {
         let at = e.at.max(from).min(end);
-        out.extend_from_slice(body.get(from..at).unwrap_or_default());
-        out.extend_from_slice(&e.bytes);
+        pieces.push(body.get(from..at).unwrap_or_default());
+        pieces.push(e.bytes.as_slice());
         from = at.saturating_add(e.remove).min(end);
     }
-    (end, out)
+    (end, pieces)
+}
+
+/// The head of `body` the edits touch (see [`head_pieces`]) with the edits applied, and its
+/// length in the original.
+pub fn apply_prefix(body: &[u8], edits: &[Edit]) -> (usize, Vec<u8>) {
+    let (end, pieces) = head_pieces(body, edits);
+    (end, pieces.concat())
 }
 
 /// Applies edits sorted by offset to the whole body.

@@ -5,6 +5,7 @@
 //! Memory the host returns was allocated through the SDK's `proxy_on_memory_allocate`, which
 //! hands out exactly-sized global-allocator blocks, so it is taken over as a `Vec<u8>`.
 
+use crate::header_pairs;
 use std::fmt;
 use std::ptr::{null, null_mut};
 
@@ -33,6 +34,7 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
     Counter = 0,
+    Gauge = 1,
     Histogram = 2,
 }
 
@@ -67,6 +69,11 @@ unsafe extern "C" {
         path_size: usize,
         value_data: *const u8,
         value_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
@@ -112,6 +119,7 @@ unsafe extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -216,6 +224,15 @@ pub fn set_property(path: &[&str], value: &[u8]) -> HostResult<()> {
     check("set_property", unsafe {
         proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len())
     })
+}
+
+/// Every request header, in one host call (instead of one per name).
+pub fn request_headers() -> HostResult<Vec<(String, String)>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid out-pointers.
+    let status = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+    check("get_header_map_pairs", status)?;
+    Ok(take(data, size).map_or_else(Vec::new, |bytes| header_pairs::decode(&bytes)))
 }
 
 fn header(map: u32, name: &str) -> HostResult<Option<String>> {
@@ -413,5 +430,13 @@ pub fn increment_metric(id: u32, delta: i64) -> HostResult<()> {
     // SAFETY: plain values.
     check("increment_metric", unsafe {
         proxy_increment_metric(id, delta)
+    })
+}
+
+/// Asks Envoy to call the root context's `on_tick` every `millis` milliseconds.
+pub fn set_tick_period(millis: u32) -> HostResult<()> {
+    // SAFETY: a plain value.
+    check("set_tick_period", unsafe {
+        proxy_set_tick_period_milliseconds(millis)
     })
 }

@@ -57,8 +57,12 @@ struct Seen {
     key: Option<(usize, usize)>,
     /// Alias of the key that served the final response.
     key_alias: Option<String>,
-    /// Request headers read so far (each read is a host call).
+    /// Request headers as the filter left them: all of them once `all_headers` is set (one host
+    /// call), else those read so far (one call each).
     headers: hashbrown::HashMap<String, Option<String>>,
+    all_headers: bool,
+    /// Headers the request has more than once: a set or removal always goes to Envoy.
+    repeated: Vec<String>,
 }
 
 /// Descriptor inputs for Envoy's global rate-limit filter, set after authentication.
@@ -106,24 +110,73 @@ impl Http {
         })
     }
 
-    /// A request header, read from Envoy once per request.
+    /// Reads every request header in one host call, so later lookups cost none.
+    fn load_headers(&mut self) {
+        match host::request_headers() {
+            Ok(pairs) => {
+                for (name, value) in pairs {
+                    // The first value of a repeated header, as a single lookup returns.
+                    if self.seen.headers.contains_key(&name) {
+                        self.seen.repeated.push(name);
+                    } else {
+                        self.seen.headers.insert(name, Some(value));
+                    }
+                }
+                self.seen.all_headers = true;
+            }
+            Err(e) => log::warn!("#{} {e}", self.id),
+        }
+    }
+
+    /// A request header, read from Envoy at most once per request.
     fn cached_header(&mut self, name: &str) -> Option<String> {
         if let Some(v) = self.seen.headers.get(name) {
             return v.clone();
         }
-        let v = self.request_header(name);
+        let v = if self.seen.all_headers {
+            None
+        } else {
+            self.request_header(name)
+        };
         self.seen.headers.insert(name.to_owned(), v.clone());
         v
     }
 
-    fn set_request_header(&self, name: &str, value: &str) {
-        if let Err(e) = host::set_request_header(name, value) {
-            log::warn!("#{} cannot set {name}: {e}", self.id);
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        if self.changes(name, Some(value)) {
+            if let Err(e) = host::set_request_header(name, value) {
+                log::warn!("#{} cannot set {name}: {e}", self.id);
+            }
         }
     }
 
-    fn apply_headers(&self, ops: &[HeaderOp]) {
-        effects::apply_headers(self.id, ops);
+    /// Applies header changes, skipping those that change nothing: each one is a host call.
+    fn apply_headers(&mut self, ops: &[HeaderOp]) {
+        let needed: Vec<HeaderOp> = ops
+            .iter()
+            .filter(|op| match op {
+                HeaderOp::Set(name, value) => self.changes(name, Some(value)),
+                HeaderOp::Remove(name) => self.changes(name, None),
+            })
+            .cloned()
+            .collect();
+        effects::apply_headers(self.id, &needed);
+    }
+
+    /// Records that `name` is about to become `new` (`None`: removed); false if it already is
+    /// (a header the request does not have needs no removal).
+    fn changes(&mut self, name: &str, new: Option<&str>) -> bool {
+        let unchanged = match self.seen.headers.get(name) {
+            _ if self.seen.repeated.iter().any(|r| r == name) => false,
+            Some(current) => current.as_deref() == new,
+            None => self.seen.all_headers && new.is_none(),
+        };
+        if !unchanged {
+            self.seen
+                .headers
+                .insert(name.to_owned(), new.map(str::to_owned));
+        }
+        !unchanged
     }
 
     /// Points Envoy's route at the route's cluster, overwriting whatever the client sent.
@@ -245,7 +298,9 @@ impl Http {
             self.stats.add(&metrics::cache_skipped(reason), 1);
         }
         if let (Some(body), false) = (body, plan.edits.is_empty()) {
-            self.rewrite_body(body, &plan.edits, &plan.cache);
+            if !self.rewrite_body(body, &plan.edits, &plan.cache) {
+                return false;
+            }
         }
         self.apply_headers(&plan.headers);
         self.apply_headers(&admitted);
@@ -255,21 +310,44 @@ impl Http {
         true
     }
 
-    /// Splices the planned edits into Envoy's buffer (only the head up to the last edit is
-    /// rewritten) and fixes `content-length`, which Envoy does not.
-    fn rewrite_body(&mut self, body: &[u8], edits: &[splice::Edit], cache: &cache::Outcome) {
-        let (end, head) = splice::apply_prefix(body, edits);
-        if let Err(e) = host::set_request_body(0, end, &head) {
-            log::warn!("#{} cannot rewrite the body: {e}", self.id);
-            return;
+    /// Splices the planned edits into Envoy's buffer and fixes `content-length`, which Envoy
+    /// does not. Returns false when the gateway answered the request itself.
+    fn rewrite_body(
+        &mut self,
+        body: &[u8],
+        edits: &[splice::Edit],
+        cache: &cache::Outcome,
+    ) -> bool {
+        let (end, pieces) = splice::head_pieces(body, edits);
+        // Envoy's buffer takes a prepend after draining from its start (envoy-wasm.md): the
+        // head is drained once and its pieces are prepended last to first, so the VM never
+        // builds a copy of the body and the tail stays in Envoy's buffer untouched.
+        for (i, piece) in pieces.iter().rev().enumerate() {
+            // The first call drains the head (even with nothing to put back); empty pieces
+            // after it change nothing.
+            if i > 0 && piece.is_empty() {
+                continue;
+            }
+            let drain = if i == 0 { end } else { 0 };
+            if let Err(e) = host::set_request_body(0, drain, piece) {
+                log::warn!("#{} cannot rewrite the body: {e}", self.id);
+                if i == 0 {
+                    // Nothing changed yet: the body goes out as the client sent it.
+                    return true;
+                }
+                self.reply(None, &plan::rewrite_failed());
+                return false;
+            }
         }
-        let length = body.len() - end + head.len();
+        let head: usize = pieces.iter().map(|p| p.len()).sum();
+        let length = body.len() - end + head;
         self.set_request_header("content-length", &length.to_string());
         for a in &cache.added {
             self.stats
                 .add(&metrics::cache_markers_added(a.location, a.ttl), 1);
         }
         self.seen.markers_added = cache.added.len();
+        true
     }
 
     /// Reads the buffered body and releases the held request; false if answered locally.
@@ -374,8 +452,9 @@ impl HttpContext for Http {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        self.seen.method = self.request_header(":method").unwrap_or_default();
-        self.seen.path = self.request_header(":path").unwrap_or_default();
+        self.load_headers();
+        self.seen.method = self.cached_header(":method").unwrap_or_default();
+        self.seen.path = self.cached_header(":path").unwrap_or_default();
         let Some(endpoint) = Endpoint::classify(&self.seen.method, &self.seen.path) else {
             // Other endpoints go to the default route, as that route presents them.
             let route = &config.routes.default;
@@ -395,7 +474,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         self.seen.endpoint = Some(endpoint);
-        self.seen.session_header = self.request_header("x-claude-code-session-id");
+        self.seen.session_header = self.cached_header("x-claude-code-session-id");
         // The filter reads these responses, so they must not come back compressed.
         self.set_request_header("accept-encoding", "identity");
         if end_of_stream {

@@ -4,6 +4,7 @@
 mod effects;
 mod host;
 mod http;
+mod memory;
 mod root;
 mod stats;
 mod store;

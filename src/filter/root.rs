@@ -3,7 +3,7 @@
 use super::http::Http;
 use super::stats::Stats;
 use super::upstream::Upstream;
-use super::{host, refresh_log_level};
+use super::{host, memory, refresh_log_level};
 use crate::config::{self, Config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -15,7 +15,12 @@ pub struct Root {
     stats: Rc<Stats>,
     /// Loaded as an upstream filter of a cluster (`root_id` ending in `upstream`).
     upstream: bool,
+    /// This root reports the VM's memory gauges on its tick.
+    reports_memory: bool,
 }
+
+/// How often the memory gauges are refreshed.
+const MEMORY_REPORT_MS: u32 = 1000;
 
 impl Context for Root {}
 
@@ -29,6 +34,12 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if memory::claim_reporting() {
+            self.reports_memory = true;
+            if let Err(e) = host::set_tick_period(MEMORY_REPORT_MS) {
+                log::warn!("memory gauges off: {e}");
+            }
+        }
         self.upstream = host::property(&["plugin_root_id"])
             .ok()
             .flatten()
@@ -57,6 +68,12 @@ impl RootContext for Root {
                 log::error!("{e}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.reports_memory {
+            memory::report(&self.stats);
         }
     }
 

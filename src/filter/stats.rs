@@ -14,15 +14,7 @@ pub struct Stats {
 impl Stats {
     /// Adds `delta` to a counter.
     pub fn add(&self, metric: &Metric, delta: u64) {
-        if delta == 0 {
-            return;
-        }
-        if let Some(id) = self.id(metric) {
-            let delta = i64::try_from(delta).unwrap_or(i64::MAX);
-            if let Err(e) = host::increment_metric(id, delta) {
-                log::debug!("{}: {e}", metric.name);
-            }
-        }
+        self.adjust(metric, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 
     /// Records a value in a histogram.
@@ -34,12 +26,25 @@ impl Stats {
         }
     }
 
+    /// Moves a gauge (or a counter, upwards) by `delta`.
+    pub fn adjust(&self, metric: &Metric, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = self.id(metric) {
+            if let Err(e) = host::increment_metric(id, delta) {
+                log::debug!("{}: {e}", metric.name);
+            }
+        }
+    }
+
     fn id(&self, metric: &Metric) -> Option<u32> {
         if let Some(&id) = self.ids.borrow().get(metric) {
             return Some(id);
         }
         let kind = match metric.kind {
             Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         };
         match host::define_metric(kind, &metric.name) {

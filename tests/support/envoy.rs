@@ -67,6 +67,8 @@ pub struct Run {
     pub concurrency: u32,
     pub cpus: Vec<usize>,
     pub env: Vec<(String, String)>,
+    /// Envoy's log level for the wasm component (the filter mirrors it: debug lines cost host calls).
+    pub wasm_log_level: &'static str,
 }
 
 impl Default for Run {
@@ -75,6 +77,7 @@ impl Default for Run {
             concurrency: 2,
             cpus: Vec::new(),
             env: Vec::new(),
+            wasm_log_level: "debug",
         }
     }
 }
@@ -178,7 +181,8 @@ impl Gateway {
             .args(["--concurrency", &run.concurrency.to_string()])
             .arg("--admin-address-path")
             .arg(dir.join("admin.txt"))
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args(["--log-level", "info", "--component-log-level"])
+            .arg(format!("wasm:{}", run.wasm_log_level))
             .args(["--file-flush-interval-msec", "100"])
             .stdout(fs::File::create(dir.join("access.log")).unwrap())
             .stderr(fs::File::create(dir.join("envoy.log")).unwrap())
@@ -262,7 +266,7 @@ impl Gateway {
         r.status().is_success().then(|| r.text().ok()).flatten()
     }
 
-    /// The value of a counter (0 if it was never defined).
+    /// The value of a counter or gauge (0 if it was never defined).
     pub fn counter(&self, name: &str) -> u64 {
         let stats = self
             .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
