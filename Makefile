@@ -102,14 +102,17 @@ e2e: build venv ## end-to-end tests against a real Envoy
 test: lint unit build validate e2e ## everything CI checks
 
 .PHONY: bench
-bench: build venv ## benchmarks: core throughput (native, V8) and Envoy CPU per request vs bare Envoy
+bench: build venv ## benchmarks: the core (native, V8) and the gateway next to bare Envoy; one table, target/bench/bench.json
+	@mkdir -p target/bench
 	@echo "== pure core, native"
-	cargo bench --bench rewriter
+	cargo bench --bench core | tee target/bench/core-native.txt
 	@echo "== pure core, V8 (node)"
-	cargo build --release --target $(WASM_TARGET) --bench rewriter
-	node --no-warnings benches/v8.mjs $$(ls -t target/$(WASM_TARGET)/release/deps/rewriter-*.wasm | head -1)
-	@echo "== Envoy CPU per request, filter vs no wasm filter (same Envoy, same upstream, same run)"
+	cargo build --release --target $(WASM_TARGET) --bench core
+	node --no-warnings benches/v8.mjs $$(ls -t target/$(WASM_TARGET)/release/deps/core-*.wasm | head -1) \
+		| tee target/bench/core-v8.txt
+	@echo "== the gateway next to bare Envoy (same Envoy, same upstream, same run)"
 	cargo bench --bench gateway
+	$(PYTHON) benches/summary.py target/bench
 
 FUZZ_SECONDS ?= 60
 CARGO_FUZZ_VERSION := 0.13.2

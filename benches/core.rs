@@ -1,6 +1,7 @@
-//! Native throughput of the pure core on Claude-Code-shaped bodies: the scanner alone
-//! (validation), inspection with the cache layout, and the full rewrite (inspect, plan, splice).
-//! `cargo bench --bench rewriter` (or `make bench`); prints MB/s.
+//! Native throughput of the pure core on Claude-Code-shaped input: the JSON scanner alone
+//! (validation), inspection with the cache layout, the full rewrite (inspect, plan, splice),
+//! and the SSE framer with usage extraction on a 200-event answer. `cargo bench --bench core`
+//! (or `make bench`, which also runs it under V8); prints MB/s and a `JSON ` line for the summary.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +14,7 @@
 #[allow(dead_code)]
 mod bodies;
 
-use claude_gateway::{config, json, plan, request, splice};
+use claude_gateway::{config, json, plan, request, splice, sse, usage};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -35,17 +36,18 @@ fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let config = config::parse(b"{}").unwrap();
+    let budget = Duration::from_millis(1000);
     println!(
         "{:>10} {:>14} {:>14} {:>14}",
         "body", "scan MB/s", "inspect MB/s", "rewrite MB/s"
     );
+    let mut rows = Vec::new();
     for (label, size) in [
         ("50 KiB", 50 << 10),
         ("512 KiB", 512 << 10),
         ("5 MiB", 5 << 20),
     ] {
         let body = bodies::claude_code("claude-opus-4-8", true, size);
-        let budget = Duration::from_millis(1500);
         let scan = throughput(body.len(), budget, || {
             black_box(json::validate(black_box(&body))).unwrap();
         });
@@ -63,5 +65,29 @@ fn main() {
             black_box(splice::apply_prefix(&body, &p.cache.edits));
         });
         println!("{label:>10} {scan:>14.0} {inspect:>14.0} {rewrite:>14.0}");
+        rows.push(format!(
+            r#"{{"body":"{label}","scan_mbs":{scan:.0},"inspect_mbs":{inspect:.0},"rewrite_mbs":{rewrite:.0}}}"#
+        ));
     }
+    // The framer sees the stream in the pieces Envoy hands over (16 KiB reads here).
+    let stream = bodies::sse_answer("claude-opus-4-8", 200, |i| format!("token {i} ")).concat();
+    let sse = throughput(stream.len(), budget, || {
+        let (mut framer, mut extraction) = (sse::Framer::new(), usage::Extraction::new());
+        for chunk in black_box(&stream).chunks(16 << 10) {
+            framer.feed(chunk, &mut |e| {
+                extraction.on_event(e);
+            });
+        }
+        black_box(extraction.tokens());
+    });
+    println!(
+        "{:>10} {sse:>14.0} MB/s  SSE framer + usage, 200 events",
+        format!("{} KiB", stream.len() >> 10)
+    );
+    // The summary (`benches/summary.py`) reads this line; `wasm32-wasip1` has no file system here.
+    println!(
+        r#"JSON {{"requests":[{}],"sse_mbs":{sse:.0},"sse_bytes":{}}}"#,
+        rows.join(","),
+        stream.len()
+    );
 }

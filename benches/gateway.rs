@@ -1,9 +1,10 @@
-//! Envoy CPU time per request with the filter versus without any wasm filter: one Envoy with two
-//! listeners (the shipped bootstrap's, and a copy without the wasm filter) in front of the same
-//! upstream (a second Envoy that buffers the body and answers at once), in the same run, with
-//! interleaved batches so drift cancels. CPU comes from the process's own accounting
-//! (`/proc/<pid>/task/*/schedstat`, nanoseconds). `make bench` runs it; the table is also
-//! written to `target/bench/gateway.json`.
+//! The gateway next to bare Envoy, in one run: Envoy CPU time per request and client latency
+//! (bare Envoy, the filter with everything off, the filter with everything on), streaming time to
+//! first byte and per-event delay, throughput at concurrency 16, and the VM's memory. One Envoy
+//! serves all three modes on three listeners in front of the same upstream, and the modes take
+//! turns in batches so drift cancels. CPU comes from the process's own accounting
+//! (`/proc/<pid>/task/*/schedstat`, nanoseconds). `make bench` runs it and
+//! `benches/summary.py` prints the table from `target/bench/gateway.json`.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,13 +17,17 @@
 #[allow(dead_code)]
 mod support;
 
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use support::bodies;
 use support::bootstrap::Bootstrap;
-use support::envoy::{self, Gateway, Run, pin_current_thread};
+use support::envoy::{Gateway, Run, pin_current_thread};
 
+/// An upstream that buffers the request and answers at once with a message and its usage.
 const UPSTREAM: &str = r#"
 static_resources:
   listeners:
@@ -54,6 +59,84 @@ static_resources:
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
 "#;
 
+/// The key clients present: a virtual key in the "on" mode.
+const CLIENT_KEY: &str = "sk-gw-bench";
+const MODES: [&str; 3] = ["bare", "off", "on"];
+
+/// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
+/// pool key, usage accounting and the audit record (all defaults but routing and keys).
+fn on_config() -> String {
+    let key = Sha256::digest(CLIENT_KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    json!({
+        "identity": "virtual",
+        "key_pools": {"anthropic": {"keys": [
+            {"alias": "k1", "env": "ANTHROPIC_KEY_1"}, {"alias": "k2", "env": "ANTHROPIC_KEY_2"}]}},
+        "routes": [{"name": "opus", "match": {"model": "claude-opus-*"}, "cluster": "anthropic",
+                    "model_rewrite": "claude-opus-4-8-20261101", "key_pool": "anthropic", "auth": "x-api-key"}],
+        "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic", "auth": "x-api-key"},
+        "consumers": [{"id": "bench", "key_sha256": [key], "cost_center": "bench"}],
+    })
+    .to_string()
+}
+
+/// Everything off: the filter still runs every callback, but injects, counts and logs nothing.
+fn off_config() -> String {
+    json!({
+        "cache": {"enabled": false}, "usage": {"enabled": false}, "audit": {"enabled": false},
+        "default_route": {"name": "plain", "cluster": "plain"},
+    })
+    .to_string()
+}
+
+/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with three
+/// listeners in front of `upstream`: "on" (the example's own), "off" and "bare" (no wasm filter,
+/// to a cluster without the upstream filter).
+fn bootstrap(upstream: u16) -> Bootstrap {
+    let mut b =
+        support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
+    b.plugin_config(&on_config())
+        .add_cluster("plain", "127.0.0.1", upstream)
+        .add_bare_listener("mode-bare", "plain")
+        .add_configured_listener("mode-off", &off_config());
+    b
+}
+
+fn run(concurrency: u32, cpus: Vec<usize>) -> Run {
+    Run {
+        concurrency,
+        cpus,
+        wasm_log_level: "info",
+        ..Run::default()
+    }
+    .env("ANTHROPIC_KEY_1", "sk-ant-pool-1")
+    .env("ANTHROPIC_KEY_2", "sk-ant-pool-2")
+}
+
+/// Listener ports by mode, in `MODES` order.
+fn ports(gw: &Gateway) -> [u16; 3] {
+    MODES.map(|m| {
+        if m == "on" {
+            gw.port
+        } else {
+            gw.listener_port_of(Some(&format!("mode-{m}")))
+        }
+    })
+}
+
+fn request_bytes(body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST /v1/messages?beta=true HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n\
+         anthropic-version: 2023-06-01\r\nx-api-key: {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
 /// A keep-alive HTTP/1.1 connection that sends a fixed request and reads whole responses.
 struct Conn {
     reader: BufReader<TcpStream>,
@@ -65,24 +148,16 @@ impl Conn {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut request = format!(
-            "POST /v1/messages?beta=true HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n\
-             anthropic-version: 2023-06-01\r\nx-api-key: sk-bench\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
         Conn {
             reader: BufReader::new(s),
-            request,
+            request: request_bytes(body),
         }
     }
 
-    /// Sends the request once and returns the latency until the whole response was read.
-    fn send(&mut self) -> Duration {
-        let start = Instant::now();
+    /// Sends the request and reads the status line and headers; returns the content length
+    /// (`None`: chunked).
+    fn send_head(&mut self) -> Option<usize> {
         self.reader.get_mut().write_all(&self.request).unwrap();
-        let mut length = 0usize;
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
         if !line.starts_with("HTTP/1.1 200") {
@@ -90,9 +165,143 @@ impl Conn {
             let n = self.reader.read(&mut rest).unwrap_or(0);
             panic!("{line}{}", String::from_utf8_lossy(&rest[..n]));
         }
+        let mut length = None;
         loop {
             line.clear();
             self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                return length;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = Some(v.trim().parse().unwrap());
+            }
+        }
+    }
+
+    /// Sends the request once and returns the latency until the whole response was read.
+    fn send(&mut self) -> Duration {
+        let start = Instant::now();
+        let length = self.send_head().expect("a content-length");
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).unwrap();
+        start.elapsed()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+/// Envoy CPU per request and client latency per mode and body size.
+fn cpu(gw: &Gateway) -> Vec<Value> {
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>7} {:>7} {:>16} {:>16}",
+        "body",
+        "bare CPU µs",
+        "off CPU µs",
+        "on CPU µs",
+        "off",
+        "on",
+        "bare p50/p99 ms",
+        "on p50/p99 ms"
+    );
+    let mut rows = Vec::new();
+    for (label, size, batch, rounds) in [
+        ("2 KiB", 2 << 10, 200, 10),
+        ("50 KiB", 50 << 10, 100, 14),
+        ("512 KiB", 512 << 10, 30, 14),
+        ("5 MiB", 5 << 20, 4, 12),
+    ] {
+        let body = bodies::claude_code("claude-opus-4-8", false, size);
+        let mut conns = ports(gw).map(|p| Conn::new(p, &body));
+        for c in &mut conns {
+            for _ in 0..batch {
+                c.send();
+            }
+        }
+        let mut cpu_ns = [0u64; 3];
+        let mut latency: [Samples; 3] = Default::default();
+        for round in 0..rounds {
+            // Rotate which mode goes first so drift and warm-up effects cancel.
+            for k in (0..3).map(|i| (i + round) % 3) {
+                let before = gw.cpu_nanos();
+                for _ in 0..batch {
+                    latency[k].push(conns[k].send().as_secs_f64() * 1e3);
+                }
+                cpu_ns[k] += gw.cpu_nanos() - before;
+            }
+        }
+        let requests = (batch * rounds) as f64;
+        let us = cpu_ns.map(|ns| ns as f64 / requests / 1e3);
+        let [bare, _, on] = &latency;
+        println!(
+            "{label:>8} {:>12.0} {:>12.0} {:>12.0} {:>6.2}x {:>6.2}x {:>7.2}/{:<8.2} {:>7.2}/{:<8.2}",
+            us[0],
+            us[1],
+            us[2],
+            us[1] / us[0],
+            us[2] / us[0],
+            bare.percentile(0.5),
+            bare.percentile(0.99),
+            on.percentile(0.5),
+            on.percentile(0.99)
+        );
+        let mut row = json!({"body": label, "bytes": body.len(), "requests_per_mode": requests,
+            "ratio_off": us[1] / us[0], "ratio_on": us[2] / us[0]});
+        for (k, mode) in MODES.iter().enumerate() {
+            row[format!("{mode}_cpu_us")] = json!(us[k]);
+            row[format!("{mode}_p50_ms")] = json!(latency[k].percentile(0.5));
+            row[format!("{mode}_p99_ms")] = json!(latency[k].percentile(0.99));
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ns() -> u64 {
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// A streaming upstream: answers every request with `events` text deltas `gap` apart, each
+/// carrying the time it was written (nanoseconds since `EPOCH`), one chunk per event.
+fn sse_upstream(events: usize, gap: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_sse(stream, events, gap));
+        }
+    });
+    port
+}
+
+/// Replaced by the send time in each delta.
+const STAMP: &str = "@stamp@";
+
+fn serve_sse(stream: TcpStream, events: usize, gap: Duration) {
+    stream.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
             if line == "\r\n" {
                 break;
             }
@@ -101,39 +310,240 @@ impl Conn {
             }
         }
         let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body).unwrap();
-        start.elapsed()
+        reader.read_exact(&mut body).unwrap();
+        let out = reader.get_mut();
+        out.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        // Each delta is stamped when it is written, after the gap.
+        let answer = bodies::sse_answer("claude-opus-4-8", events, |_| STAMP.to_owned());
+        for (i, event) in answer.into_iter().enumerate() {
+            let event = match find(&event, STAMP.as_bytes()) {
+                Some(at) => {
+                    if i > 2 {
+                        std::thread::sleep(gap);
+                    }
+                    let mut stamped = event[..at].to_vec();
+                    stamped.extend_from_slice(now_ns().to_string().as_bytes());
+                    stamped.extend_from_slice(&event[at + STAMP.len()..]);
+                    stamped
+                }
+                None => event,
+            };
+            let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
+            chunk.extend_from_slice(&event);
+            chunk.extend_from_slice(b"\r\n");
+            if out.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        if out.write_all(b"0\r\n\r\n").is_err() {
+            return;
+        }
     }
 }
 
-#[derive(Default)]
-struct Mode {
-    cpu_ns: u64,
-    requests: u64,
-    latencies: Vec<Duration>,
+/// One streamed request: time to the response's first byte and each delta's delay (from the
+/// upstream writing it to this client reading it), milliseconds.
+fn stream_once(conn: &mut Conn) -> (f64, Vec<f64>) {
+    let start = Instant::now();
+    assert!(conn.send_head().is_none(), "a chunked stream");
+    let ttfb = start.elapsed().as_secs_f64() * 1e3;
+    let mut delays = Vec::new();
+    let mut seen = Vec::new();
+    let needle = b"\"text\":\"";
+    let mut scanned = 0;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = conn.reader.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        let at = now_ns();
+        seen.extend_from_slice(&buf[..n]);
+        // Every complete delta in what arrived so far.
+        while let Some(p) = find(&seen[scanned..], needle) {
+            let from = scanned + p + needle.len();
+            let Some(end) = seen[from..].iter().position(|&b| b == b'"') else {
+                break;
+            };
+            if let Ok(sent) = std::str::from_utf8(&seen[from..from + end])
+                .unwrap()
+                .parse::<u64>()
+            {
+                delays.push((at - sent) as f64 / 1e6);
+            }
+            scanned = from + end;
+        }
+        if seen.ends_with(b"0\r\n\r\n") && find(&seen, b"message_stop").is_some() {
+            return (ttfb, delays);
+        }
+    }
 }
 
-impl Mode {
-    fn cpu_us(&self) -> f64 {
-        self.cpu_ns as f64 / self.requests as f64 / 1e3
-    }
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
 
-    fn percentile(&mut self, p: f64) -> f64 {
-        self.latencies.sort();
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1e3
+/// Added time to first byte and added per-event delay for a 200-event answer, on vs bare.
+fn streaming(gw_cpus: Vec<usize>, other: &[usize]) -> Value {
+    pin_current_thread(other);
+    let upstream = sse_upstream(200, Duration::from_micros(500));
+    let gw = Gateway::start_with(bootstrap(upstream), &run(1, gw_cpus));
+    let ports = ports(&gw);
+    let mut out = json!({"events": 200, "gap_us": 500});
+    println!(
+        "{:>8} {:>22} {:>22} {:>26}",
+        "body", "TTFB bare p50/p99 ms", "TTFB on p50/p99 ms", "event delay on-bare p50/p99/max ms"
+    );
+    for (label, size, streams) in [("50 KiB", 50 << 10, 30), ("512 KiB", 512 << 10, 30)] {
+        let body = bodies::claude_code("claude-opus-4-8", true, size);
+        let mut conns = [ports[0], ports[2]].map(|p| Conn::new(p, &body));
+        let mut ttfb: [Samples; 2] = Default::default();
+        let mut delay: [Samples; 2] = Default::default();
+        for c in &mut conns {
+            stream_once(c);
+        }
+        for round in 0..streams {
+            for k in [round % 2, 1 - round % 2] {
+                let (t, d) = stream_once(&mut conns[k]);
+                assert_eq!(d.len(), 200, "every delta arrives");
+                ttfb[k].push(t);
+                d.into_iter().for_each(|x| delay[k].push(x));
+            }
+        }
+        let added = |s: &[Samples; 2], p: f64| s[1].percentile(p) - s[0].percentile(p);
+        println!(
+            "{label:>8} {:>10.3}/{:<11.3} {:>10.3}/{:<11.3} {:>8.3}/{:.3}/{:.3}",
+            ttfb[0].percentile(0.5),
+            ttfb[0].percentile(0.99),
+            ttfb[1].percentile(0.5),
+            ttfb[1].percentile(0.99),
+            added(&delay, 0.5),
+            added(&delay, 0.99),
+            added(&delay, 1.0),
+        );
+        out[label] = json!({
+            "streams_per_mode": streams,
+            "ttfb_bare_p50_ms": ttfb[0].percentile(0.5), "ttfb_bare_p99_ms": ttfb[0].percentile(0.99),
+            "ttfb_on_p50_ms": ttfb[1].percentile(0.5), "ttfb_on_p99_ms": ttfb[1].percentile(0.99),
+            "ttfb_added_p50_ms": added(&ttfb, 0.5),
+            "event_delay_bare_p50_ms": delay[0].percentile(0.5), "event_delay_on_p50_ms": delay[1].percentile(0.5),
+            "event_delay_added_p50_ms": added(&delay, 0.5), "event_delay_added_p99_ms": added(&delay, 0.99),
+            "event_delay_bare_max_ms": delay[0].percentile(1.0), "event_delay_on_max_ms": delay[1].percentile(1.0),
+        });
     }
+    gw.assert_healthy();
+    out
+}
+
+/// Requests per second at concurrency 16 against Envoy with 2 workers, on vs bare, 50 KiB.
+fn throughput(upstream: u16) -> Value {
+    pin_current_thread(&[]);
+    let gw = Gateway::start_with(bootstrap(upstream), &run(2, Vec::new()));
+    let ports = ports(&gw);
+    let body = bodies::claude_code("claude-opus-4-8", false, 50 << 10);
+    let measure = |port: u16, secs: f64| -> f64 {
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut c = Conn::new(port, &body);
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        c.send();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        n as f64 / secs
+    };
+    measure(ports[0], 1.0);
+    measure(ports[2], 1.0);
+    let (mut bare, mut on) = (0.0, 0.0);
+    for round in 0..4 {
+        // bare, on, on, bare: drift cancels.
+        if round % 3 == 0 {
+            bare += measure(ports[0], 3.0) / 2.0;
+        } else {
+            on += measure(ports[2], 3.0) / 2.0;
+        }
+    }
+    println!(
+        "throughput, c=16, 2 workers, 50 KiB: bare {bare:.0} req/s, on {on:.0} req/s, {:.2}x",
+        on / bare
+    );
+    gw.assert_healthy();
+    json!({"concurrency": 16, "workers": 2, "body": "50 KiB", "bare_rps": bare, "on_rps": on, "ratio": on / bare})
+}
+
+/// The filter's memory gauges (summed over the VMs), after the next report.
+fn memory_gauges(gw: &Gateway) -> [u64; 3] {
+    // Reported every second from the root context's tick.
+    std::thread::sleep(Duration::from_millis(1100));
+    ["vm_memory_bytes", "vm_heap_bytes", "vm_heap_peak_bytes"]
+        .map(|g| gw.counter(&format!("wasmcustom.claude_gateway.{g}")))
+}
+
+/// VM memory after 100 and after 10,000 requests of mixed sizes, and the heap one 5 MiB
+/// request needs at its peak.
+fn memory(upstream: u16, cpus: Vec<usize>) -> Value {
+    let gw = Gateway::start_with(bootstrap(upstream), &run(1, cpus));
+    let sizes = [50 << 10, 512 << 10, 5 << 20];
+    let mut conns =
+        sizes.map(|s| Conn::new(gw.port, &bodies::claude_code("claude-opus-4-8", false, s)));
+    conns[0].send();
+    let idle = memory_gauges(&gw);
+    conns[2].send();
+    let after_5mib = memory_gauges(&gw);
+    let per_request_peak = after_5mib[2] - idle[1];
+    // Per 100 requests: one 5 MiB, nine 512 KiB, ninety 50 KiB.
+    let mut mixed = |n: usize| {
+        for i in 0..n {
+            let k = match i % 100 {
+                0 => 2,
+                1..=9 => 1,
+                _ => 0,
+            };
+            conns[k].send();
+        }
+    };
+    mixed(98);
+    let at_100 = memory_gauges(&gw);
+    mixed(9_900);
+    let at_10k = memory_gauges(&gw);
+    let ratio = at_10k[0] as f64 / at_100[0] as f64;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "VM memory: after 100 requests {:.1} MiB (heap {:.1}), after 10,000 {:.1} MiB (heap {:.1}): {ratio:.2}x; \
+         peak heap for one 5 MiB request {:.1} MiB",
+        mib(at_100[0]),
+        mib(at_100[1]),
+        mib(at_10k[0]),
+        mib(at_10k[1]),
+        mib(per_request_peak)
+    );
+    gw.assert_healthy();
+    json!({
+        "vm_memory_after_100": at_100[0], "vm_memory_after_10000": at_10k[0], "ratio": ratio,
+        "heap_after_100": at_100[1], "heap_after_10000": at_10k[1],
+        "peak_heap_5mib_request": per_request_peak, "vm_memory_idle": idle[0],
+    })
 }
 
 fn main() {
-    // The gateway gets CPU 0 to itself (one worker); the upstream and this client share CPU 1,
-    // so they never preempt the process being measured.
+    // The measured Envoy gets CPU 0 to itself (one worker); the upstream and this client share
+    // CPU 1, so they never preempt the process being measured.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (gateway_cpu, other_cpu) = if cpus >= 2 {
         (vec![0], vec![1])
     } else {
         (vec![], vec![])
     };
+    LazyLock::force(&EPOCH);
     pin_current_thread(&other_cpu);
     let upstream = Gateway::start_with(
         Bootstrap::parse(UPSTREAM).unwrap(),
@@ -143,78 +553,23 @@ fn main() {
             ..Run::default()
         },
     );
-    let config = std::env::var("BENCH_PLUGIN_CONFIG").unwrap_or_else(|_| "{}".into());
-    let mut b = envoy::bootstrap(upstream.port, &config);
-    b.add_bare_listener("bare", "anthropic");
-    let gw = Gateway::start_with(
-        b,
-        &Run {
-            concurrency: 1,
-            cpus: gateway_cpu,
-            ..Run::default()
-        },
-    );
-    let ports = [gw.listener_port_of(Some("bare")), gw.port];
+    let gw = Gateway::start_with(bootstrap(upstream.port), &run(1, gateway_cpu.clone()));
     if let Ok(file) = std::env::var("BENCH_PID_FILE") {
         std::fs::write(file, gw.pid().to_string()).unwrap();
     }
-
-    println!(
-        "{:>8} {:>14} {:>14} {:>7} {:>17} {:>17}",
-        "body", "bare CPU µs", "filter CPU µs", "ratio", "bare p50/p99 ms", "filter p50/p99 ms"
-    );
-    let mut rows = Vec::new();
-    for (label, size, batch, rounds) in [
-        ("50 KiB", 50 << 10, 100, 12),
-        ("512 KiB", 512 << 10, 30, 12),
-        ("5 MiB", 5 << 20, 4, 10),
-    ] {
-        let body = bodies::claude_code("claude-opus-4-8", false, size);
-        let mut conns = ports.map(|p| Conn::new(p, &body));
-        for c in &mut conns {
-            for _ in 0..batch {
-                c.send();
-            }
-        }
-        let mut modes = [Mode::default(), Mode::default()];
-        for round in 0..rounds {
-            // Alternate which mode goes first so drift and warm-up effects cancel.
-            for k in [round % 2, 1 - round % 2] {
-                let before = gw.cpu_nanos();
-                for _ in 0..batch {
-                    let latency = conns[k].send();
-                    modes[k].latencies.push(latency);
-                }
-                modes[k].cpu_ns += gw.cpu_nanos() - before;
-                modes[k].requests += batch as u64;
-            }
-        }
-        let [mut bare, mut filter] = modes;
-        let ratio = filter.cpu_us() / bare.cpu_us();
-        let (bp50, bp99, fp50, fp99) = (
-            bare.percentile(0.5),
-            bare.percentile(0.99),
-            filter.percentile(0.5),
-            filter.percentile(0.99),
-        );
-        println!(
-            "{label:>8} {:>14.0} {:>14.0} {ratio:>6.2}x {:>8.2}/{:<8.2} {:>8.2}/{:<8.2}",
-            bare.cpu_us(),
-            filter.cpu_us(),
-            bp50,
-            bp99,
-            fp50,
-            fp99
-        );
-        rows.push(serde_json::json!({
-            "body": label, "bytes": body.len(), "requests_per_mode": bare.requests,
-            "bare_cpu_us": bare.cpu_us(), "filter_cpu_us": filter.cpu_us(), "ratio": ratio,
-            "bare_p50_ms": bp50, "bare_p99_ms": bp99, "filter_p50_ms": fp50, "filter_p99_ms": fp99,
-        }));
-    }
-    let out = envoy::repo().join("target/bench");
-    std::fs::create_dir_all(&out).unwrap();
-    let json = serde_json::to_string_pretty(&serde_json::json!({"gateway": rows})).unwrap();
-    std::fs::write(out.join("gateway.json"), json).unwrap();
+    let cpu = cpu(&gw);
     gw.assert_healthy();
+    drop(gw);
+    let streaming = streaming(gateway_cpu.clone(), &other_cpu);
+    let memory = memory(upstream.port, gateway_cpu);
+    let throughput = throughput(upstream.port);
+    let out = support::envoy::repo().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let report =
+        json!({"cpu": cpu, "streaming": streaming, "throughput": throughput, "memory": memory});
+    std::fs::write(
+        out.join("gateway.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
 }

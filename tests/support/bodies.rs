@@ -173,3 +173,46 @@ pub fn agentic_replay(model: &str, turns: usize) -> Vec<Vec<u8>> {
     }
     requests
 }
+
+/// One Server-Sent Event as the Messages API frames it.
+pub fn sse_event(name: &str, data: &Value) -> Vec<u8> {
+    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+}
+
+/// A streamed answer of `deltas` text deltas, each carrying `text(i)`, with usage at the start
+/// and the end, as the Messages API sends it.
+pub fn sse_answer(
+    model: &str,
+    deltas: usize,
+    mut text: impl FnMut(usize) -> String,
+) -> Vec<Vec<u8>> {
+    let mut events = vec![
+        sse_event(
+            "message_start",
+            &json!({"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant",
+                "content":[],"model":model,"stop_reason":null,"stop_sequence":null,
+                "usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":51000,"output_tokens":1}}}),
+        ),
+        sse_event(
+            "content_block_start",
+            &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+    ];
+    for i in 0..deltas {
+        events.push(sse_event(
+            "content_block_delta",
+            &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text(i)}}),
+        ));
+    }
+    events.push(sse_event(
+        "content_block_stop",
+        &json!({"type":"content_block_stop","index":0}),
+    ));
+    events.push(sse_event(
+        "message_delta",
+        &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},
+            "usage":{"output_tokens":deltas}}),
+    ));
+    events.push(sse_event("message_stop", &json!({"type":"message_stop"})));
+    events
+}

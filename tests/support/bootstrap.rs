@@ -108,13 +108,7 @@ impl Bootstrap {
 
     /// Every wasm filter config (`Wasm.config`) in the document.
     fn wasm_configs(&mut self, f: &mut dyn FnMut(&mut Value)) {
-        visit(&mut self.doc, &mut |m| {
-            if m.get("@type").and_then(Value::as_str) == Some(WASM_TYPE) {
-                if let Some(config) = m.get_mut("config") {
-                    f(config);
-                }
-            }
-        });
+        wasm_configs_in(&mut self.doc, f);
     }
 
     /// Points every wasm filter at the given module.
@@ -128,10 +122,7 @@ impl Bootstrap {
 
     /// Sets the plugin configuration (a JSON document) of every wasm filter.
     pub fn plugin_config(&mut self, json: &str) -> &mut Self {
-        self.wasm_configs(&mut |config| {
-            let c = key(config, "configuration");
-            *key(c, "value") = Value::from(json);
-        });
+        self.wasm_configs(&mut |config| set_plugin_config(config, json));
         self
     }
 
@@ -150,13 +141,19 @@ impl Bootstrap {
         self
     }
 
-    /// Adds a copy of the first listener named `name`, on an ephemeral port, without the wasm
-    /// filter (and the buffer filter that only serves it), routing to `cluster` instead of the
-    /// routing header: the same Envoy then serves bare and filtered traffic (for benchmarks).
-    pub fn add_bare_listener(&mut self, name: &str, cluster: &str) -> &mut Self {
+    /// A copy of the first listener, named `name`, on an ephemeral port.
+    fn listener_copy(&mut self, name: &str) -> Value {
         let mut copy = self.listeners().first().expect("no listener").clone();
         *key(&mut copy, "name") = Value::from(name);
         *key(&mut copy, "address") = socket_address("127.0.0.1", 0);
+        copy
+    }
+
+    /// Adds a copy of the first listener without the wasm filter (and the buffer filter that
+    /// only serves it), routing to `cluster` instead of the routing header: the same Envoy then
+    /// serves bare and filtered traffic (for benchmarks).
+    pub fn add_bare_listener(&mut self, name: &str, cluster: &str) -> &mut Self {
+        let mut copy = self.listener_copy(name);
         visit(&mut copy, &mut |m| {
             if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
                 filters.retain(|f| {
@@ -168,6 +165,15 @@ impl Bootstrap {
                 m.insert(Value::from("cluster"), Value::from(cluster));
             }
         });
+        self.listeners().push(copy);
+        self
+    }
+
+    /// Adds a copy of the first listener whose wasm filter gets another plugin configuration
+    /// (benchmarks compare configurations in one Envoy).
+    pub fn add_configured_listener(&mut self, name: &str, json: &str) -> &mut Self {
+        let mut copy = self.listener_copy(name);
+        wasm_configs_in(&mut copy, &mut |config| set_plugin_config(config, json));
         self.listeners().push(copy);
         self
     }
@@ -250,6 +256,21 @@ impl Bootstrap {
         self.clusters().push(cluster);
         self
     }
+}
+
+/// Every wasm filter config (`Wasm.config`) under `v`.
+fn wasm_configs_in(v: &mut Value, f: &mut dyn FnMut(&mut Value)) {
+    visit(v, &mut |m| {
+        if m.get("@type").and_then(Value::as_str) == Some(WASM_TYPE) {
+            if let Some(config) = m.get_mut("config") {
+                f(config);
+            }
+        }
+    });
+}
+
+fn set_plugin_config(config: &mut Value, json: &str) {
+    *key(key(config, "configuration"), "value") = Value::from(json);
 }
 
 fn socket_address(address: &str, port: u16) -> Value {

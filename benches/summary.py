@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""One table from `make bench`'s parts: the core microbenchmarks (native and V8, the `JSON ` line
+each prints) and the gateway benchmark (gateway.json). Writes <dir>/bench.json and says which
+targets were met; exits 0 either way (a benchmark reports, the closing note judges)."""
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+TARGETS = [
+    # (what, value, limit, lower is better)
+    ("CPU/request on, 50 KiB", lambda g: g["cpu"][0]["ratio_on"], 1.2, True),
+    ("CPU/request on, 512 KiB", lambda g: g["cpu"][1]["ratio_on"], 1.3, True),
+    ("added TTFB p50 (ms), 50 KiB", lambda g: g["streaming"]["50 KiB"]["ttfb_added_p50_ms"], 1.0, True),
+    ("added TTFB p50 (ms), 512 KiB", lambda g: g["streaming"]["512 KiB"]["ttfb_added_p50_ms"], 1.0, True),
+    ("throughput c=16 on/bare", lambda g: g["throughput"]["ratio"], 0.85, False),
+    ("VM memory 10,000 / 100 requests", lambda g: g["memory"]["ratio"], 2.0, True),
+]
+
+
+def core(path: Path):
+    for line in path.read_text().splitlines():
+        if line.startswith("JSON "):
+            return json.loads(line[5:])
+    raise SystemExit(f"no JSON line in {path}")
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    import os
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def main(d: Path):
+    native, v8, gw = core(d / "core-native.txt"), core(d / "core-v8.txt"), json.loads((d / "gateway.json").read_text())
+    print(f"\nmachine: {machine()}")
+    print("\n| body | scan native / V8 MB/s | rewrite native / V8 MB/s | Envoy CPU µs bare / off / on | off | on | p50 ms bare / on | p99 ms bare / on |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n, v, g in zip(native["requests"], v8["requests"], gw["cpu"]):
+        print(f"| {g['body']} | {n['scan_mbs']:.0f} / {v['scan_mbs']:.0f} | {n['rewrite_mbs']:.0f} / {v['rewrite_mbs']:.0f} "
+              f"| {g['bare_cpu_us']:.0f} / {g['off_cpu_us']:.0f} / {g['on_cpu_us']:.0f} | {g['ratio_off']:.2f}x | {g['ratio_on']:.2f}x "
+              f"| {g['bare_p50_ms']:.2f} / {g['on_p50_ms']:.2f} | {g['bare_p99_ms']:.2f} / {g['on_p99_ms']:.2f} |")
+    s = gw["streaming"]
+    print(f"\nSSE framer + usage: native {native['sse_mbs']:.0f} MB/s, V8 {v8['sse_mbs']:.0f} MB/s")
+    for body in ("50 KiB", "512 KiB"):
+        r = s[body]
+        print(f"streaming ({s['events']} events, {body} request): TTFB p50 bare {r['ttfb_bare_p50_ms']:.3f} ms, "
+              f"on {r['ttfb_on_p50_ms']:.3f} ms (+{r['ttfb_added_p50_ms']:.3f}); per-event delay added "
+              f"p50 {r['event_delay_added_p50_ms']:.3f} ms, p99 {r['event_delay_added_p99_ms']:.3f} ms, "
+              f"max bare {r['event_delay_bare_max_ms']:.3f} / on {r['event_delay_on_max_ms']:.3f} ms")
+    t = gw["throughput"]
+    print(f"throughput (c={t['concurrency']}, {t['workers']} workers, {t['body']}): bare {t['bare_rps']:.0f} req/s, "
+          f"on {t['on_rps']:.0f} req/s, {t['ratio']:.2f}x")
+    m = gw["memory"]
+    mib = lambda b: b / (1 << 20)
+    print(f"VM memory: {mib(m['vm_memory_after_100']):.1f} MiB after 100 requests, {mib(m['vm_memory_after_10000']):.1f} MiB "
+          f"after 10,000 ({m['ratio']:.2f}x); heap {mib(m['heap_after_100']):.2f} -> {mib(m['heap_after_10000']):.2f} MiB; "
+          f"peak heap of one 5 MiB request {mib(m['peak_heap_5mib_request']):.1f} MiB")
+    print("\ntargets:")
+    results = []
+    for what, value, limit, lower in TARGETS:
+        v = value(gw)
+        met = v <= limit if lower else v >= limit
+        results.append({"target": what, "value": v, "limit": limit, "met": met})
+        print(f"  {'met   ' if met else 'MISSED'} {what}: {v:.3f} ({'<=' if lower else '>='} {limit})")
+    out = {"machine": machine(), "core_native": native, "core_v8": v8, "gateway": gw, "targets": results}
+    (d / "bench.json").write_text(json.dumps(out, indent=2))
+    print(f"\nwritten: {d / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "target/bench"))
