@@ -13,6 +13,7 @@ pub const PREFIX: &str = "claude_gateway";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -201,6 +202,12 @@ pub fn key_cooldowns(pool: &str, key: &str) -> Metric {
     )
 }
 
+/// Linear memory of the VMs that served requests, bytes (summed over Envoy's workers). A wasm
+/// memory never shrinks, so this is their high-water mark: it must level off under load.
+pub fn vm_memory_bytes() -> Metric {
+    Metric::new(Kind::Gauge, "vm_memory_bytes", &[])
+}
+
 /// Time to first content delta, milliseconds.
 pub fn ttft_ms(l: Labels) -> Metric {
     Metric::new(
@@ -231,6 +238,11 @@ mod tests {
             "claude_gateway.body_passthrough.reason.invalid_json"
         );
         assert_eq!(m.kind, Kind::Counter);
+        let m = vm_memory_bytes();
+        assert_eq!(
+            (m.name.as_str(), m.kind),
+            ("claude_gateway.vm_memory_bytes", Kind::Gauge)
+        );
     }
 
     #[test]

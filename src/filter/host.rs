@@ -33,6 +33,7 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
     Counter = 0,
+    Gauge = 1,
     Histogram = 2,
 }
 

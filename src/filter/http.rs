@@ -537,5 +537,6 @@ impl HttpContext for Http {
                 log::warn!("#{} cannot write the audit record: {e}", self.id);
             }
         }
+        self.stats.report_memory();
     }
 }

@@ -5,6 +5,11 @@ use super::host::{self, MetricType};
 use crate::metrics::{Kind, Metric};
 use hashbrown::HashMap;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes of this VM's memory already added to the `vm_memory_bytes` gauge. One per VM (not per
+/// root context), so a VM that also runs the upstream filter is counted once.
+static MEMORY_REPORTED: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 pub struct Stats {
@@ -34,12 +39,29 @@ impl Stats {
         }
     }
 
+    /// Adds this VM's memory growth since the last report to the shared gauge (a host call
+    /// only when the memory grew, which is rare once warm).
+    pub fn report_memory(&self) {
+        let now = core::arch::wasm32::memory_size::<0>().saturating_mul(65_536);
+        let before = MEMORY_REPORTED.swap(now, Ordering::Relaxed);
+        if now <= before {
+            return;
+        }
+        let grown = i64::try_from(now - before).unwrap_or(i64::MAX);
+        if let Some(id) = self.id(&crate::metrics::vm_memory_bytes()) {
+            if let Err(e) = host::increment_metric(id, grown) {
+                log::debug!("vm_memory_bytes: {e}");
+            }
+        }
+    }
+
     fn id(&self, metric: &Metric) -> Option<u32> {
         if let Some(&id) = self.ids.borrow().get(metric) {
             return Some(id);
         }
         let kind = match metric.kind {
             Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         };
         match host::define_metric(kind, &metric.name) {
