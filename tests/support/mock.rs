@@ -69,6 +69,9 @@ pub enum Step {
     Wait(Gate),
     /// Reset the connection (RST) instead of finishing the reply.
     Reset,
+    /// Write nothing more until the peer closes the connection (bounded), then give up the
+    /// reply: a response the downstream client abandoned ends here, never after.
+    UntilClosed,
 }
 
 pub enum Body {
@@ -353,6 +356,11 @@ fn write_step(w: &mut TcpStream, step: Step, chunked: bool) -> std::io::Result<(
         Step::Reset => {
             socket2::SockRef::from(&*w).set_linger(Some(Duration::ZERO))?;
             return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        Step::UntilClosed => {
+            let mut byte = [0u8; 1];
+            while let Ok(1..) = w.read(&mut byte) {}
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
         }
     }
     Ok(())
