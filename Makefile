@@ -101,6 +101,12 @@ e2e: build venv ## end-to-end tests against a real Envoy
 .PHONY: test
 test: lint unit build validate e2e ## everything CI checks
 
+SOAK_REQUESTS ?= 20000
+
+.PHONY: soak
+soak: build venv ## SOAK_REQUESTS mixed requests (streams, faults, up to 3 MiB) at concurrency 32, reconciled
+	SOAK_REQUESTS=$(SOAK_REQUESTS) cargo test --features e2e --test soak -- --ignored --nocapture
+
 .PHONY: bench
 bench: build venv ## benchmarks: the core (native, V8) and the gateway next to bare Envoy; one table, target/bench/bench.json
 	@mkdir -p target/bench

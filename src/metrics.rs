@@ -247,6 +247,11 @@ mod tests {
             "claude_gateway.body_passthrough.reason.invalid_json"
         );
         assert_eq!(m.kind, Kind::Counter);
+        let m = vm_memory_bytes();
+        assert_eq!(
+            (m.name.as_str(), m.kind),
+            ("claude_gateway.vm_memory_bytes", Kind::Gauge)
+        );
     }
 
     #[test]

@@ -63,16 +63,26 @@ pub enum BodyIssue {
     NoModel,
     /// `model` appears twice: parsers disagree on which one wins, so the gateway acts on neither.
     DuplicateModel,
+    /// Another top-level key the gateway reads or edits (`messages`, `system`, `tools`,
+    /// `cache_control`, `stream`, `metadata`) appears twice: same ambiguity.
+    DuplicateKey,
+    /// A `content-encoding` (gzip...): the bytes are not the JSON the upstream will read.
+    ContentEncoding,
+    /// A `content-type` that is not JSON: the upstream will not read the body as JSON.
+    ContentType,
 }
 
 impl BodyIssue {
-    pub const ALL: [BodyIssue; 6] = [
+    pub const ALL: [BodyIssue; 9] = [
         BodyIssue::Empty,
         BodyIssue::InvalidJson,
         BodyIssue::TooDeep,
         BodyIssue::NotObject,
         BodyIssue::NoModel,
         BodyIssue::DuplicateModel,
+        BodyIssue::DuplicateKey,
+        BodyIssue::ContentEncoding,
+        BodyIssue::ContentType,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +93,9 @@ impl BodyIssue {
             BodyIssue::NotObject => "not_object",
             BodyIssue::NoModel => "no_model",
             BodyIssue::DuplicateModel => "duplicate_model",
+            BodyIssue::DuplicateKey => "duplicate_key",
+            BodyIssue::ContentEncoding => "content_encoding",
+            BodyIssue::ContentType => "content_type",
         }
     }
 }
@@ -96,6 +109,34 @@ impl From<crate::json::Error> for BodyIssue {
     }
 }
 
+/// What the request headers say about the body: `Some` when the body is not plain JSON to the
+/// upstream (compressed, or another media type), so the gateway must not read or edit it. No
+/// `content-type` at all is read as JSON, as the API does.
+pub fn declared(content_type: Option<&str>, content_encoding: Option<&str>) -> Option<BodyIssue> {
+    let encoding = content_encoding.map(str::trim).unwrap_or_default();
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        return Some(BodyIssue::ContentEncoding);
+    }
+    let media = content_type?.split(';').next().unwrap_or_default().trim();
+    let json = media.eq_ignore_ascii_case("application/json")
+        || media
+            .get(media.len().saturating_sub(5)..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+    (!json).then_some(BodyIssue::ContentType)
+}
+
+/// Top-level keys the gateway reads or edits. Each may appear once: with two, the gateway and
+/// the upstream could act on different ones (a JSON parser keeps the last, the scanner sees both).
+const READ_KEYS: [&str; 7] = [
+    "model",
+    "stream",
+    "metadata",
+    "messages",
+    "system",
+    "tools",
+    "cache_control",
+];
+
 /// Reads `model` and `stream` from a request body, validating the whole document on the way;
 /// with `layout`, also collects where cache markers are and could go.
 pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
@@ -106,14 +147,19 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
         return Err(BodyIssue::NotObject);
     }
     let mut model: Option<(Option<String>, Span)> = None;
-    let mut duplicate = false;
+    // One bit per READ_KEYS entry seen, and the duplicates found.
+    let (mut seen, mut twice) = (0u8, 0u8);
     let mut stream = false;
     let mut shape = Layout::default();
     let mut user_id = None;
     let mut obj = s.enter_object()?;
     while let Some(key) = s.next_key(&mut obj)? {
+        if let Some(i) = READ_KEYS.iter().position(|k| key.matches(body, k)) {
+            let bit = 1u8 << i;
+            twice |= seen & bit;
+            seen |= bit;
+        }
         if key.matches(body, "model") {
-            duplicate |= model.is_some();
             let start = s.pos();
             let value = if s.peek()? == b'"' {
                 s.string()?.decode(body)
@@ -138,8 +184,11 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
     }
     shape.root_close = s.pos().saturating_sub(1);
     s.finish()?;
-    if duplicate {
+    if twice & 1 != 0 {
         return Err(BodyIssue::DuplicateModel);
+    }
+    if twice != 0 {
+        return Err(BodyIssue::DuplicateKey);
     }
     match model {
         Some((Some(model), model_span)) if !model.is_empty() => Ok(BodyFacts {
@@ -209,6 +258,111 @@ mod tests {
         assert!(!f.stream);
         let f = inspect(br#" { "model" : "m" } "#, true).unwrap();
         assert!(!f.stream);
+    }
+
+    #[test]
+    fn headers_declare_bodies_that_are_not_plain_json() {
+        for (ct, ce) in [
+            (None, None),
+            (Some("application/json"), None),
+            (Some("Application/JSON; charset=utf-8"), Some("identity")),
+            (Some("application/vnd.api+json"), Some(" ")),
+        ] {
+            assert_eq!(declared(ct, ce), None, "{ct:?} {ce:?}");
+        }
+        for (ct, ce, want) in [
+            (
+                Some("application/json"),
+                Some("gzip"),
+                BodyIssue::ContentEncoding,
+            ),
+            (None, Some("br"), BodyIssue::ContentEncoding),
+            (Some("text/plain"), None, BodyIssue::ContentType),
+            (
+                Some("application/x-www-form-urlencoded"),
+                None,
+                BodyIssue::ContentType,
+            ),
+            (Some(""), None, BodyIssue::ContentType),
+            (Some("json"), None, BodyIssue::ContentType),
+            (Some("aéjson"), None, BodyIssue::ContentType),
+        ] {
+            assert_eq!(declared(ct, ce), Some(want), "{ct:?} {ce:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_the_gateway_reads_are_ambiguous() {
+        for (body, want) in [
+            (r#"{"model":"a","model":"a"}"#, BodyIssue::DuplicateModel),
+            (
+                r#"{"model":"a","mod\u0065l":"b"}"#,
+                BodyIssue::DuplicateModel,
+            ),
+            (
+                r#"{"messages":[],"model":"a","messages":[],"model":"b"}"#,
+                BodyIssue::DuplicateModel,
+            ),
+            (
+                r#"{"model":"a","messages":[],"messages":[]}"#,
+                BodyIssue::DuplicateKey,
+            ),
+            (
+                r#"{"model":"a","system":"x","system":[]}"#,
+                BodyIssue::DuplicateKey,
+            ),
+            (
+                r#"{"model":"a","tools":[],"tools":[]}"#,
+                BodyIssue::DuplicateKey,
+            ),
+            (
+                r#"{"model":"a","cache_control":{},"cache_control":{}}"#,
+                BodyIssue::DuplicateKey,
+            ),
+            (
+                r#"{"model":"a","stream":true,"stream":false}"#,
+                BodyIssue::DuplicateKey,
+            ),
+            (
+                r#"{"model":"a","metadata":{},"metadata":{}}"#,
+                BodyIssue::DuplicateKey,
+            ),
+        ] {
+            for layout in [true, false] {
+                assert_eq!(inspect(body.as_bytes(), layout), Err(want), "{body}");
+            }
+        }
+        // Keys the gateway neither reads nor edits, and nested ones, may repeat.
+        let ok = r#"{"model":"a","max_tokens":1,"max_tokens":2,"messages":[{"role":"user","role":"user","content":"x"}]}"#;
+        assert_eq!(inspect(ok.as_bytes(), true).unwrap().model, "a");
+    }
+
+    #[test]
+    fn non_utf8_bytes_in_skipped_strings_keep_the_body_readable() {
+        let body =
+            b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\xc3\"}]}";
+        assert_eq!(inspect(body, true).unwrap().model, "m");
+        // A model the gateway must decode is refused when it is not UTF-8.
+        assert_eq!(
+            inspect(b"{\"model\":\"m\xff\"}", true),
+            Err(BodyIssue::NoModel)
+        );
+    }
+
+    #[test]
+    fn ten_thousand_levels_of_nesting_are_too_deep() {
+        let deep = format!(
+            "{{\"model\":\"m\",\"messages\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(inspect(deep.as_bytes(), true), Err(BodyIssue::TooDeep));
+        let objects = format!(
+            "{{\"model\":\"m\",\"x\":{}1{}}}",
+            "{\"a\":".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert_eq!(inspect(objects.as_bytes(), false), Err(BodyIssue::TooDeep));
     }
 
     #[test]

@@ -557,6 +557,16 @@ impl HttpContext for Http {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if self.seen.method.is_empty() {
+            // Envoy ended the request before this filter saw its headers (the buffer filter in
+            // front refused the body, or the client left mid-upload): name it in the record.
+            self.seen.method = self.request_header(":method").unwrap_or_default();
+            self.seen.path = self.request_header(":path").unwrap_or_default();
+            self.seen.endpoint = Endpoint::classify(&self.seen.method, &self.seen.path);
+            if self.seen.endpoint.is_some() {
+                self.seen.session_header = self.request_header("x-claude-code-session-id");
+            }
+        }
         let status = self.status.or_else(|| {
             self.property_int(&["response", "code"])
                 .and_then(|c| u32::try_from(c).ok())

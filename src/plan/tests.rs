@@ -222,3 +222,44 @@ fn one_hour_markers_add_the_extended_ttl_beta_once() {
         assert_eq!(p.headers.last().cloned(), want, "{current:?}");
     }
 }
+
+#[test]
+fn compressed_or_non_json_bodies_are_not_read_or_edited() {
+    let config = parse(VENDORS.as_bytes()).unwrap();
+    let body = format!(
+        r#"{{"model":"claude-opus-4-8","system":"{}","messages":[{{"role":"user","content":"hi"}}]}}"#,
+        "x".repeat(10_000)
+    );
+    for (pairs, want) in [
+        (
+            &[("content-encoding", "gzip")][..],
+            BodyIssue::ContentEncoding,
+        ),
+        (
+            &[("content-type", "text/plain")][..],
+            BodyIssue::ContentType,
+        ),
+    ] {
+        let mut h = headers(pairs);
+        let p = plan(
+            &config,
+            Endpoint::Messages,
+            "/v1/messages",
+            Some(body.as_bytes()),
+            &mut h,
+        );
+        assert_eq!(p.body.unwrap_err(), want);
+        assert!(p.edits.is_empty() && p.reply.is_none());
+        // Unread, the model cannot be judged: the default route, not a model route or a 400.
+        assert_eq!(p.route.unwrap().name, config.routes.default.name);
+    }
+    let mut h = headers(&[("content-type", "application/json")]);
+    let p = plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages",
+        Some(body.as_bytes()),
+        &mut h,
+    );
+    assert_eq!(p.route.unwrap().name, "opus");
+}

@@ -98,7 +98,7 @@ fn upstream_receives_the_clients_body_headers_path_and_query() {
 }
 
 /// Reads from `r` until `buf` has at least `n` bytes.
-fn read_at_least(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) {
+pub(crate) fn read_at_least(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) {
     let mut chunk = [0u8; 4096];
     while buf.len() < n {
         let got = r.read(&mut chunk).unwrap();
@@ -186,7 +186,7 @@ fn large_bodies_pass_over_http1_chunked_and_http2() {
 
 /// Sends `len` bytes of body over a raw HTTP/1.1 connection and returns the response head and
 /// body; the gateway may answer before the upload ends, so write errors are expected.
-fn raw_upload(port: u16, path: &str, len: usize) -> (String, String) {
+pub(crate) fn raw_upload(port: u16, path: &str, len: usize) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
@@ -225,7 +225,7 @@ fn raw_upload(port: u16, path: &str, len: usize) -> (String, String) {
 }
 
 /// The Messages API's error envelope with the given type.
-fn assert_envelope(body: &str, kind: &str) {
+pub(crate) fn assert_envelope(body: &str, kind: &str) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["type"], "error", "{body}");
     assert_eq!(v["error"]["type"], kind, "{body}");
@@ -239,11 +239,22 @@ fn assert_envelope(body: &str, kind: &str) {
 #[test]
 fn bodies_over_32_mib_get_413_in_the_api_error_envelope() {
     let (mock, gw) = gateway();
-    let (head, body) = raw_upload(gw.port, "/v1/messages?beta=true", 40 << 20);
+    let (head, body) = raw_upload(gw.port, "/v1/messages?beta=true", 33 << 20);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("content-type: application/json"), "{head}");
     assert_envelope(&body, "request_too_large");
     assert!(mock.requests().is_empty());
+    // Envoy refused it before the filter saw it; the filter's record still names it.
+    let records = gw.wait_audit_records(1);
+    assert_eq!(records[0]["http.response.status_code"], 413);
+    assert_eq!(records[0]["url.path"], "/v1/messages");
+    // And the next request is served.
+    let resp = client()
+        .post(gw.url("/v1/messages?beta=true"))
+        .body(bodies::claude_code("claude-opus-4-8", true, 4_000))
+        .send()
+        .unwrap();
+    assert!(resp.text().unwrap().contains("message_stop"));
     gw.assert_healthy();
 }
 

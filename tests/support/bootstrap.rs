@@ -178,6 +178,52 @@ impl Bootstrap {
         self
     }
 
+    /// Sets every `key: from` in the document to `to` (a YAML value); returns how many changed.
+    /// Tests use it to shorten timeouts.
+    pub fn replace_value(&mut self, key: &str, from: &str, to: &str) -> usize {
+        let (from, to) = (yaml(from), yaml(to));
+        let mut n = 0;
+        visit(&mut self.doc, &mut |m| {
+            if let Some(v) = m.get_mut(key) {
+                if *v == from {
+                    *v = to.clone();
+                    n += 1;
+                }
+            }
+        });
+        n
+    }
+
+    /// Moves the wasm HTTP filter's configuration out of the bootstrap into `path`, which Envoy
+    /// watches (extension config discovery from the filesystem), so a test can change the
+    /// plugin configuration while Envoy runs. Returns the filter's typed config (write it with
+    /// [`ecds_resource`]); call [`Bootstrap::wasm`] first, as it only edits the bootstrap.
+    pub fn wasm_filter_from_file(&mut self, path: &Path) -> Value {
+        // Any xDS subscription, even a file, needs a node identity.
+        let node = key(&mut self.doc, "node");
+        if node.is_null() {
+            *node = yaml("{id: claude-gateway, cluster: claude-gateway}");
+        }
+        let mut taken = Value::Null;
+        let source = yaml(&format!(
+            "{{name: claude_gateway, config_discovery: {{config_source: {{path_config_source: \
+             {{path: {:?}}}, resource_api_version: V3}}, type_urls: [{WASM_TYPE:?}]}}}}",
+            path.display().to_string()
+        ));
+        visit(&mut self.doc, &mut |m| {
+            if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
+                for f in filters.iter_mut() {
+                    let ty = f.get("typed_config").and_then(|c| c.get("@type"));
+                    if ty.and_then(Value::as_str) == Some(WASM_TYPE) {
+                        taken = f.get("typed_config").cloned().unwrap_or(Value::Null);
+                        *f = source.clone();
+                    }
+                }
+            }
+        });
+        taken
+    }
+
     pub fn admin(&mut self, address: &str, port: u16) -> &mut Self {
         *key(key(&mut self.doc, "admin"), "address") = socket_address(address, port);
         self
@@ -277,4 +323,22 @@ fn socket_address(address: &str, port: u16) -> Value {
     yaml(&format!(
         "{{socket_address: {{address: {address:?}, port_value: {port}}}}}"
     ))
+}
+
+/// The content of an extension-config file for a wasm filter taken out with
+/// [`Bootstrap::wasm_filter_from_file`], with the given plugin configuration.
+pub fn ecds_resource(filter: &Value, plugin_config: &str, version: u32) -> String {
+    let mut typed = filter.clone();
+    let c = key(key(key(&mut typed, "config"), "configuration"), "value");
+    *c = Value::from(plugin_config);
+    let mut doc = yaml(&format!(
+        "{{version_info: \"{version}\", resources: [{{\"@type\": \
+         type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig, name: claude_gateway}}]}}"
+    ));
+    if let Some(Value::Sequence(r)) = doc.get_mut("resources") {
+        if let Some(first) = r.first_mut() {
+            *key(first, "typed_config") = typed;
+        }
+    }
+    serde_yaml_ng::to_string(&doc).unwrap()
 }

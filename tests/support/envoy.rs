@@ -315,8 +315,23 @@ impl Gateway {
     pub fn assert_healthy(&self) {
         let log = self.log();
         assert!(!log.contains("panicked"), "a panic in envoy's log:\n{log}");
+        // A trapped VM: Envoy logs the failed callback, the panic hook logs at critical.
+        assert!(
+            !log.contains("Uncaught"),
+            "a wasm trap in envoy's log:\n{log}"
+        );
+        assert!(
+            !log.contains("[critical]"),
+            "a critical line in envoy's log:\n{log}"
+        );
         assert_eq!(self.counter("wasm.claude_gateway.vm_reload"), 0, "{log}");
         assert_eq!(self.counter("wasm.claude_gateway.vm_reload_failure"), 0);
+    }
+
+    /// Wasm VMs Envoy has created so far (each worker's, the main thread's, and any
+    /// replacement of a failed one).
+    pub fn vms_created(&self) -> u64 {
+        self.counter("wasm.envoy.wasm.runtime.v8.created")
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Step {
     Wait(Gate),
     /// Reset the connection (RST) instead of finishing the reply.
     Reset,
+    /// Write nothing more until the peer closes the connection (bounded), then give up the
+    /// reply: a response the downstream client abandoned ends here, never after.
+    UntilClosed,
 }
 
 pub enum Body {
@@ -82,6 +85,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// Steps before the status line: a `Wait` stalls the response head, a `Reset` resets the
+    /// connection before any header (`Send` writes raw bytes).
+    pub before_head: Vec<Step>,
 }
 
 impl Reply {
@@ -90,7 +96,19 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body,
+            before_head: Vec::new(),
         }
+    }
+
+    /// A connection reset before any response byte.
+    pub fn reset() -> Reply {
+        Reply::json(200, Vec::new()).before(Step::Reset)
+    }
+
+    /// Adds a step before the response head.
+    pub fn before(mut self, step: Step) -> Reply {
+        self.before_head.push(step);
+        self
     }
 
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
@@ -112,6 +130,9 @@ pub type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 struct Shared {
     id: String,
+    /// Keep each request (off for long runs: only `served` is counted).
+    keep: AtomicBool,
+    served: std::sync::atomic::AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
     arrived: Condvar,
     responder: Mutex<Responder>,
@@ -131,6 +152,8 @@ impl Mock {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             id: id.to_owned(),
+            keep: AtomicBool::new(true),
+            served: std::sync::atomic::AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             responder: Mutex::new(responder),
@@ -153,6 +176,16 @@ impl Mock {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops keeping requests (long runs); they are still counted by [`Mock::served`].
+    pub fn forget_requests(&self) {
+        self.shared.keep.store(false, Ordering::SeqCst);
+    }
+
+    /// Requests received so far, kept or not.
+    pub fn served(&self) -> usize {
+        self.shared.served.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -190,7 +223,8 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     while let Some(request) = read_request(&mut reader) {
-        {
+        shared.served.fetch_add(1, Ordering::SeqCst);
+        if shared.keep.load(Ordering::SeqCst) {
             let mut requests = shared.requests.lock().unwrap();
             requests.push(request.clone());
             shared.arrived.notify_all();
@@ -262,7 +296,15 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Recorded> {
     Some(request)
 }
 
-fn write_reply(w: &mut TcpStream, id: &str, reply: Reply, head_only: bool) -> std::io::Result<()> {
+fn write_reply(
+    w: &mut TcpStream,
+    id: &str,
+    mut reply: Reply,
+    head_only: bool,
+) -> std::io::Result<()> {
+    for step in std::mem::take(&mut reply.before_head) {
+        write_step(w, step, false)?;
+    }
     let mut head = format!(
         "HTTP/1.1 {} Mock\r\nx-mock-upstream: {id}\r\n",
         reply.status
@@ -283,28 +325,43 @@ fn write_reply(w: &mut TcpStream, id: &str, reply: Reply, head_only: bool) -> st
         Body::Full(b) => w.write_all(&b)?,
         Body::Chunks(steps) => {
             for step in steps {
-                match step {
-                    Step::Send(bytes) if bytes.is_empty() => {}
-                    Step::Send(bytes) => {
-                        w.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
-                        w.write_all(&bytes)?;
-                        w.write_all(b"\r\n")?;
-                        w.flush()?;
-                    }
-                    Step::Wait(gate) => {
-                        if !gate.wait(IO_TIMEOUT) {
-                            let _ = w.shutdown(Shutdown::Both);
-                            return Err(std::io::ErrorKind::TimedOut.into());
-                        }
-                    }
-                    Step::Reset => {
-                        socket2::SockRef::from(&*w).set_linger(Some(Duration::ZERO))?;
-                        return Err(std::io::ErrorKind::ConnectionReset.into());
-                    }
-                }
+                write_step(w, step, true)?;
             }
             w.write_all(b"0\r\n\r\n")?;
         }
     }
     w.flush()
+}
+
+/// Writes one step; `Send` bytes become an HTTP chunk when `chunked`.
+fn write_step(w: &mut TcpStream, step: Step, chunked: bool) -> std::io::Result<()> {
+    match step {
+        Step::Send(bytes) if bytes.is_empty() => {}
+        Step::Send(bytes) => {
+            if chunked {
+                w.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+            }
+            w.write_all(&bytes)?;
+            if chunked {
+                w.write_all(b"\r\n")?;
+            }
+            w.flush()?;
+        }
+        Step::Wait(gate) => {
+            if !gate.wait(IO_TIMEOUT) {
+                let _ = w.shutdown(Shutdown::Both);
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+        }
+        Step::Reset => {
+            socket2::SockRef::from(&*w).set_linger(Some(Duration::ZERO))?;
+            return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        Step::UntilClosed => {
+            let mut byte = [0u8; 1];
+            while let Ok(1..) = w.read(&mut byte) {}
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
+    }
+    Ok(())
 }
