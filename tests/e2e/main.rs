@@ -18,4 +18,5 @@ mod cache;
 mod foundation;
 mod keys;
 mod routing;
+mod security;
 mod usage;
