@@ -115,7 +115,8 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             .flat_map(|i| knobs.iter().map(move |&k| [&[k], i.as_slice()].concat()))
             .collect()
     };
-    // Inputs the fuzzers once crashed on (regressions), and numbers at the edge of u64.
+    // Regressions: inputs the targets failed on before their fixes (a signed `\u` escape, token
+    // counts at the edge of u64).
     let hostile: Vec<Vec<u8>> = [
         &br"\u+041"[..],
         br#""\ud83d\u+e00""#,

@@ -267,7 +267,8 @@ fn arbitrary_bytes_never_panic_and_memory_stays_bounded() {
 
 #[test]
 fn absurd_counts_saturate_instead_of_overflowing() {
-    // Found by the usage fuzz target: an upstream can report any number.
+    // An upstream can report any number; the usage fuzz target failed on this (seeded in
+    // tests/fuzz_smoke.rs).
     let mut x = Extraction::new();
     x.on_json(
         br#"{"type":"message","usage":{"input_tokens":18446744073709551615,
