@@ -132,11 +132,14 @@ fuzz: fuzz-seeds ## run each cargo-fuzz target for FUZZ_SECONDS, fail on any cra
 	done
 
 # The smoke pass works on stable alone (CI): the targets' bodies over their seeds and mutations.
-# Where cargo-fuzz and nightly are already installed, each libFuzzer binary also runs briefly.
+# Where nightly and cargo-fuzz are already installed, each libFuzzer binary also runs briefly
+# (never installed or downloaded here: `rustup toolchain list` first, so rustup fetches nothing).
+HAVE_CARGO_FUZZ := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' \
+	&& cargo +nightly fuzz --version >/dev/null 2>&1 && echo yes)
 .PHONY: fuzz-smoke
 fuzz-smoke: ## a few seconds of each fuzz target (stable; plus libFuzzer when nightly cargo-fuzz is installed)
 	FUZZ_SEEDS_OUT=$(CURDIR)/fuzz/seeds cargo test --test fuzz_smoke -- --nocapture
-	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+	@if [ -n "$(HAVE_CARGO_FUZZ)" ]; then \
 		for t in $(FUZZ_TARGETS); do \
 			mkdir -p fuzz/corpus/$$t; \
 			out=$$($(FUZZ_RUN) -max_total_time=2 -runs=20000 2>&1) || { echo "$$out" | tail -40; exit 1; }; \

@@ -15,8 +15,11 @@ use claude_gateway::usage::Extraction;
 use claude_gateway::{splice, sse};
 use serde_json::{Map, Value};
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("json", json),
     ("rewrite", rewrite),
     ("sse", sse),

@@ -221,7 +221,8 @@ fn the_client_cannot_choose_the_upstream_key_or_another_consumers_identity() {
     let bearer_alice = format!("Bearer {ALICE}");
     let bearer_own = format!("Bearer {own}");
     let (plain, streamed) = (body(MODEL, false), body(MODEL, true));
-    let attempts: Vec<(Vec<(&str, &str)>, &[u8])> = vec![
+    type Attempt<'a> = (Vec<(&'a str, &'a str)>, &'a [u8]);
+    let attempts: Vec<Attempt> = vec![
         // Alice's virtual key plus her own Anthropic key in the other credential header.
         (
             vec![("x-api-key", ALICE), ("authorization", &bearer_own)],
