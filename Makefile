@@ -1,6 +1,7 @@
 # claude_gateway: build, run and test the Envoy wasm filter.
 #   make run    build the filter and start Envoy in front of the Anthropic API (foreground)
-#   make test   everything CI checks: format, lint, unit tests, wasm build, config validation, e2e
+#   make test   everything CI checks: format, lint, unit tests, fuzz smoke pass, wasm build,
+#               config validation, e2e
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -99,7 +100,7 @@ e2e: build venv ## end-to-end tests against a real Envoy
 	cargo test --features e2e --test e2e -- --test-threads 4
 
 .PHONY: test
-test: lint unit build validate e2e ## everything CI checks
+test: lint unit fuzz-smoke build validate e2e ## everything CI checks
 
 SOAK_REQUESTS ?= 20000
 
@@ -122,15 +123,38 @@ bench: build venv ## benchmarks: the core (native, V8) and the gateway next to b
 
 FUZZ_SECONDS ?= 60
 CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS := $(sort $(notdir $(basename $(wildcard fuzz/fuzz_targets/*.rs))))
+# libFuzzer reads the seeds (tests/fixtures, envoy/ configurations) and writes new finds to corpus/.
+FUZZ_RUN = cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_len=262144
+
+.PHONY: fuzz-seeds
+fuzz-seeds: ## write each fuzz target's seed corpus (from tests/fixtures and envoy/) to fuzz/seeds/
+	FUZZ_SEEDS_OUT=$(CURDIR)/fuzz/seeds FUZZ_SMOKE_RUNS=0 cargo test --quiet --test fuzz_smoke every_fuzz_target
 
 .PHONY: fuzz
-fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)
+fuzz: fuzz-seeds ## run each cargo-fuzz target for FUZZ_SECONDS, fail on any crash (needs the nightly toolchain)
 	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
-	@for t in $$(cargo +nightly fuzz list --fuzz-dir fuzz); do \
+	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t; \
-		cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t tests/fixtures/cache tests/fixtures/sse -- \
-			-max_total_time=$(FUZZ_SECONDS) -max_len=262144 || exit 1; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# The smoke pass works on stable alone (CI): the targets' bodies over their seeds and mutations.
+# Where nightly and cargo-fuzz are already installed, each libFuzzer binary also runs briefly
+# (never installed or downloaded here: `rustup toolchain list` first, so rustup fetches nothing).
+HAVE_CARGO_FUZZ := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' \
+	&& cargo +nightly fuzz --version >/dev/null 2>&1 && echo yes)
+.PHONY: fuzz-smoke
+fuzz-smoke: ## a few seconds of each fuzz target (stable; plus libFuzzer when nightly cargo-fuzz is installed)
+	FUZZ_SEEDS_OUT=$(CURDIR)/fuzz/seeds cargo test --test fuzz_smoke -- --nocapture
+	@if [ -n "$(HAVE_CARGO_FUZZ)" ]; then \
+		for t in $(FUZZ_TARGETS); do \
+			mkdir -p fuzz/corpus/$$t; \
+			out=$$($(FUZZ_RUN) -max_total_time=2 -runs=20000 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
+			echo "libFuzzer $$t: $$(echo "$$out" | tail -1)"; \
+		done; \
+	else echo "fuzz-smoke: no nightly cargo-fuzz here, the stable pass above is the smoke pass"; fi
 
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv

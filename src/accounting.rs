@@ -155,7 +155,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         finish_reasons: ex.and_then(|x| x.stop_reason.clone()).into_iter().collect(),
         stream: f.stream,
         input_tokens: tokens.input,
-        cache_creation_input_tokens: tokens.cache_write_5m + tokens.cache_write_1h,
+        cache_creation_input_tokens: tokens.cache_write_5m.saturating_add(tokens.cache_write_1h),
         cache_creation_5m_input_tokens: tokens.cache_write_5m,
         cache_creation_1h_input_tokens: tokens.cache_write_1h,
         cache_read_input_tokens: tokens.cache_read,

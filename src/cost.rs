@@ -113,7 +113,10 @@ fn rates_for(price: &Price, t: &Tokens) -> Rates {
 pub fn cache_savings_micro_usd(price: &Price, t: &Tokens) -> i64 {
     let r = rates_for(price, t);
     let m = |n: u64, rate: u64| i128::from(n) * i128::from(rate);
-    let cached = t.cache_write_5m + t.cache_write_1h + t.cache_read;
+    let cached = t
+        .cache_write_5m
+        .saturating_add(t.cache_write_1h)
+        .saturating_add(t.cache_read);
     let saved = m(cached, r.input)
         - m(t.cache_write_5m, r.cache_write_5m)
         - m(t.cache_write_1h, r.cache_write_1h)

@@ -22,7 +22,11 @@ pub struct Tokens {
 impl Tokens {
     /// Every prompt token, however it was billed.
     pub fn prompt(&self) -> u64 {
-        self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        // Saturating: the counts come from the upstream, which may report anything.
+        self.input
+            .saturating_add(self.cache_write_5m)
+            .saturating_add(self.cache_write_1h)
+            .saturating_add(self.cache_read)
     }
 }
 
@@ -272,7 +276,10 @@ impl Extraction {
     /// split, all writes count as 5-minute ones.
     pub fn tokens(&self) -> Tokens {
         let f = &self.fields;
-        let split_total = f.split_5m.unwrap_or(0) + f.split_1h.unwrap_or(0);
+        let split_total = f
+            .split_5m
+            .unwrap_or(0)
+            .saturating_add(f.split_1h.unwrap_or(0));
         let writes = f.cache_creation.unwrap_or(split_total);
         let write_1h = f.split_1h.unwrap_or(0).min(writes);
         Tokens {

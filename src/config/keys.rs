@@ -3,7 +3,7 @@
 //! configuration names the variables and never holds a key. Client keys are configured as
 //! SHA-256 digests.
 
-use super::{ConfigError, error, pattern, validate_label};
+use super::{ConfigError, error, pattern, validate_env_name, validate_label};
 use crate::keys::pool::{Pool, PoolKey};
 use crate::keys::{Consumer, Limits};
 use serde::Deserialize;
@@ -94,7 +94,7 @@ pub(super) fn compile_pools(
         for (i, k) in pool.keys.iter().enumerate() {
             let at = format!("{path}.keys[{i}]");
             validate_label(&format!("{at}.alias"), &k.alias)?;
-            validate_label(&format!("{at}.env"), &k.env)?;
+            validate_env_name(&format!("{at}.env"), &k.env)?;
             if keys.iter().any(|p| p.alias == k.alias) {
                 return Err(error(&format!("{at}.alias"), "is used twice in the pool"));
             }

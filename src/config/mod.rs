@@ -124,8 +124,8 @@ pub fn parse_with_env(
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            // serde_json's message names the field and the expectation, never the value.
-            error(&path, e.into_inner().to_string())
+            let path = if path.is_empty() { "." } else { &path };
+            error(path, without_value(&e.into_inner().to_string()))
         })?
     };
     validate_header_name("routing_header", &raw.routing_header)?;
@@ -149,6 +149,22 @@ pub fn parse_with_env(
         usage: usage::compile_usage(raw.usage)?,
         audit: raw.audit.enabled.unwrap_or(true),
     })
+}
+
+/// serde's message without the offending value: `invalid type: string "sk-ant-…", expected
+/// u64` would put a key pasted into the wrong field into Envoy's log. Field names stay (an
+/// unknown field is a typo worth naming); the path already says where the value is.
+fn without_value(message: &str) -> String {
+    for kind in ["invalid type", "invalid value", "unknown variant"] {
+        if message.starts_with(kind) {
+            // The value comes before the last `, expected` (it may contain that text itself).
+            if let Some(i) = message.rfind(", expected ") {
+                return format!("{kind}{}", message.get(i..).unwrap_or_default());
+            }
+            return format!("{kind} (value not shown)");
+        }
+    }
+    message.to_owned()
 }
 
 fn pattern(path: &str, source: &str) -> Result<Pattern, ConfigError> {
@@ -182,6 +198,22 @@ fn validate_cluster_name(path: &str, name: &str) -> Result<(), ConfigError> {
         Err(error(
             path,
             "must be a non-empty Envoy cluster name without spaces",
+        ))
+    }
+}
+
+/// An environment variable's name. A key pasted here by mistake (keys contain `-`) is refused
+/// without being echoed, instead of being named in "variable … is not set".
+fn validate_env_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = name.len() <= 128
+        && name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(error(
+            path,
+            "must be the name of an environment variable (letters, digits, '_'), not a key",
         ))
     }
 }
@@ -339,5 +371,36 @@ mod tests {
         assert_eq!(e.path, "cache.bytes_per_token");
         assert!(parse(b"{").is_err());
         assert!(parse(b"[]").is_err());
+        let e = parse(br#"{"":1}"#).unwrap_err();
+        assert_eq!(e.path, ".");
+    }
+
+    #[test]
+    fn errors_never_echo_a_value() {
+        // A key pasted where a number, a name or an enum goes must not reach Envoy's log.
+        let key = "sk-ant-api03-pasted-by-mistake";
+        for doc in [
+            format!(r#"{{"budgets":{{"x":{{"daily_usd":"{key}"}}}}}}"#),
+            format!(r#"{{"default_route":{{"name":"d","cluster":"c","auth":"{key}"}}}}"#),
+            format!(r#"{{"cache":{{"ttl":"{key}, expected a joke"}}}}"#),
+            format!(r#"{{"key_pools":{{"p":{{"keys":[{{"alias":"k","env":"{key}"}}]}}}}}}"#),
+            format!(r#"{{"usage":{{"max_json_response_bytes":"{key}"}}}}"#),
+            format!(r#"{{"consumers":[{{"id":"a","key_sha256":["{key}"]}}]}}"#),
+        ] {
+            let e = parse_with_env(doc.as_bytes(), &|_| Some("secret".into())).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("pasted"), "{shown}");
+        }
+        let e = parse(br#"{"cache":{"ttl":"10m"}}"#).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("unknown variant, expected `5m` or `1h`"),
+            "{e}"
+        );
+        let e = parse(br#"{"usage":{"enabled":"yes"}}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("invalid type, expected a boolean"),
+            "{e}"
+        );
     }
 }

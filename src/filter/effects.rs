@@ -21,7 +21,9 @@ pub fn apply_headers(id: u32, ops: &[HeaderOp]) {
             HeaderOp::Remove(name) => host::remove_request_header(name),
         };
         if let Err(e) = result {
-            log::warn!("#{id} header {op:?}: {e}");
+            // The name only: the value can be a key.
+            let (HeaderOp::Set(name, _) | HeaderOp::Remove(name)) = op;
+            log::warn!("#{id} header {name}: {e}");
         }
     }
 }

@@ -603,7 +603,9 @@ impl HttpContext for Http {
         let (updates, record) = accounting::account(&config, &finished);
         if let Some(c) = finished.consumer {
             let now = effects::now_ms();
-            let input = record.input_tokens + record.cache_creation_input_tokens;
+            let input = record
+                .input_tokens
+                .saturating_add(record.cache_creation_input_tokens);
             let output = record.output_tokens;
             access::settle(
                 &config,

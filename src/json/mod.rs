@@ -547,6 +547,10 @@ pub fn unescape(raw: &[u8]) -> Option<String> {
 }
 
 fn hex4(h: &[u8]) -> Option<u32> {
+    // from_str_radix alone would also take a sign (`\u+041`), which JSON does not.
+    if !h.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let s = std::str::from_utf8(h).ok()?;
     u32::from_str_radix(s, 16).ok()
 }
@@ -709,6 +713,10 @@ mod tests {
         }
         assert_eq!(unescape(br"\ud83d"), None);
         assert_eq!(unescape(br"\q"), None);
+        // The json fuzz target fails on these (spotted in review, seeded in tests/fuzz_smoke.rs).
+        assert_eq!(unescape(br"\u+041"), None);
+        assert_eq!(unescape(br"\ud83d\u+e00"), None);
+        assert_eq!(unescape(br"\u-041"), None);
     }
 
     #[test]

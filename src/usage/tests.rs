@@ -264,3 +264,23 @@ fn arbitrary_bytes_never_panic_and_memory_stays_bounded() {
     }
     let _ = x.status(true);
 }
+
+#[test]
+fn absurd_counts_saturate_instead_of_overflowing() {
+    // An upstream can report any number; the usage fuzz target failed on this (seeded in
+    // tests/fuzz_smoke.rs).
+    let mut x = Extraction::new();
+    x.on_json(
+        br#"{"type":"message","usage":{"input_tokens":18446744073709551615,
+        "cache_read_input_tokens":18446744073709551615,
+        "cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,
+            "ephemeral_1h_input_tokens":1}}}"#,
+    );
+    let t = x.tokens();
+    assert_eq!(t.cache_write_5m + t.cache_write_1h, u64::MAX);
+    assert_eq!(t.prompt(), u64::MAX);
+    let prices = crate::cost::list_prices();
+    let p = crate::cost::find(&prices, "claude-opus-4-8").unwrap();
+    assert_eq!(crate::cost::micro_usd(p, &t, u64::MAX), u64::MAX);
+    let _ = crate::cost::cache_savings_micro_usd(p, &t);
+}

@@ -19,4 +19,5 @@ mod faults;
 mod foundation;
 mod keys;
 mod routing;
+mod security;
 mod usage;

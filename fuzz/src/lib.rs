@@ -1,0 +1,352 @@
+//! The bodies of the fuzz targets, as plain functions over bytes. cargo-fuzz drives them on
+//! nightly (`fuzz_targets/*.rs`, `make fuzz`); `tests/fuzz_smoke.rs` in the main crate drives the
+//! same functions on stable over the seed corpora and mutations of them (`make test`), so the
+//! targets keep compiling and running on a machine that has no nightly toolchain.
+//!
+//! Each function panics (an assertion) when a property of the gateway's pure core fails.
+
+use claude_gateway::cache::{self, Locations, Settings, Ttl};
+use claude_gateway::config;
+use claude_gateway::cost;
+use claude_gateway::json::{self, Scanner};
+use claude_gateway::request::{self, BodyIssue};
+use claude_gateway::sse::{Framer, MAX_FIELD};
+use claude_gateway::usage::Extraction;
+use claude_gateway::{splice, sse};
+use serde_json::{Map, Value};
+
+/// A target's body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its `fuzz_targets/<name>.rs` and corpus directory.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("json", json),
+    ("rewrite", rewrite),
+    ("sse", sse),
+    ("usage", usage),
+    ("config", config),
+];
+
+/// Deeper than serde_json's own recursion limit (128), far below the scanner's (512).
+const WALK_DEPTH: usize = 160;
+
+/// Reads one value with the scanner's typed API into a `serde_json::Value`; `None` wherever a
+/// JSON parser must fail (bad structure, bad string, invalid UTF-8, a number out of range).
+fn walk(s: &mut Scanner, buf: &[u8], depth: usize) -> Option<Value> {
+    if depth > WALK_DEPTH {
+        return None;
+    }
+    match s.peek().ok()? {
+        b'{' => {
+            let mut c = s.enter_object().ok()?;
+            let mut map = Map::new();
+            while let Some(key) = s.next_key(&mut c).ok()? {
+                let name = key.decode(buf)?;
+                assert!(
+                    key.matches(buf, &name),
+                    "Str::matches disagrees with decode"
+                );
+                let v = walk(s, buf, depth + 1)?;
+                // Like serde_json: a repeated key keeps its last value.
+                map.insert(name, v);
+            }
+            Some(Value::Object(map))
+        }
+        b'[' => {
+            let mut c = s.enter_array().ok()?;
+            let mut items = Vec::new();
+            while s.next_item(&mut c).ok()? {
+                items.push(walk(s, buf, depth + 1)?);
+            }
+            Some(Value::Array(items))
+        }
+        b'"' => {
+            let text = s.string().ok()?;
+            Some(Value::String(text.decode(buf)?))
+        }
+        _ => {
+            let span = s.value().ok()?;
+            serde_json::from_slice(span.of(buf)).ok()
+        }
+    }
+}
+
+/// The JSON scanner against serde_json: `validate` accepts every document serde_json accepts;
+/// a walk with the typed API (strings fully checked) succeeds exactly when serde_json does and
+/// reads the same value; `unescape` decodes string contents as serde_json does; `inspect`
+/// reads the same `model`.
+pub fn json(data: &[u8]) {
+    let parsed = serde_json::from_slice::<Value>(data).ok();
+    let valid = json::validate(data);
+    if parsed.is_some() {
+        assert!(valid.is_ok(), "validate rejected valid JSON: {valid:?}");
+    }
+    let mut s = Scanner::new(data);
+    let walked = walk(&mut s, data, 0).filter(|_| s.finish().is_ok());
+    if walked.is_some() {
+        assert!(
+            valid.is_ok(),
+            "the typed API read a document validate rejects"
+        );
+    }
+    assert_eq!(
+        walked, parsed,
+        "the scanner and serde_json read different values"
+    );
+
+    // The input as the contents of a string literal.
+    let mut quoted = Vec::with_capacity(data.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(data);
+    quoted.push(b'"');
+    let serde_string = serde_json::from_slice::<String>(&quoted).ok();
+    if serde_string.is_some() || !data.iter().any(|&b| b == b'"' || b < 0x20) {
+        assert_eq!(json::unescape(data), serde_string, "unescape disagrees");
+    }
+    let mut s = Scanner::new(&quoted);
+    if let Ok(token) = s.string() {
+        if s.finish().is_ok() {
+            assert_eq!(token.decode(&quoted), serde_string, "Str::decode disagrees");
+        }
+    }
+
+    // The request inspector reads the `model` a JSON parser reads.
+    if let Some(Value::Object(body)) = &parsed {
+        let model = body.get("model").and_then(Value::as_str);
+        match request::inspect(data, true) {
+            Ok(facts) => {
+                assert_eq!(Some(facts.model.as_str()), model);
+                let span = facts.model_span.of(data);
+                assert_eq!(
+                    serde_json::from_slice::<String>(span).ok().as_deref(),
+                    model
+                );
+            }
+            Err(BodyIssue::DuplicateModel) => {}
+            Err(BodyIssue::NoModel) => assert!(model.is_none_or(str::is_empty)),
+            Err(other) => panic!("inspect: {other:?} for a valid object"),
+        }
+    }
+}
+
+/// A marker the rewriter adds: `{"type":"ephemeral"}`, maybe with a `ttl`.
+fn is_marker(v: &Value) -> bool {
+    v.get("type").and_then(Value::as_str) == Some("ephemeral")
+        && v.as_object()
+            .is_some_and(|m| m.keys().all(|k| k == "type" || k == "ttl"))
+}
+
+/// Compares the rewriter's output with its input and counts the markers it added: objects gain
+/// a `cache_control` marker, a string becomes a one-block text array with a marker; nothing
+/// else may differ. `None` if anything else differs.
+fn markers_added(input: &Value, output: &Value) -> Option<usize> {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut n = 0;
+            for (k, bv) in b {
+                match a.get(k) {
+                    Some(av) => n += markers_added(av, bv)?,
+                    None if k == "cache_control" && is_marker(bv) => n += 1,
+                    None => return None,
+                }
+            }
+            (a.len() <= b.len() && a.keys().all(|k| b.contains_key(k))).then_some(n)
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).map(|(x, y)| markers_added(x, y)).sum()
+        }
+        (Value::String(text), Value::Array(blocks)) => match blocks.as_slice() {
+            [Value::Object(block)] => {
+                let ok = block.len() == 3
+                    && block.get("type").and_then(Value::as_str) == Some("text")
+                    && block.get("text").and_then(Value::as_str) == Some(text.as_str())
+                    && block.get("cache_control").is_some_and(is_marker);
+                ok.then_some(1)
+            }
+            _ => None,
+        },
+        _ => (input == output).then_some(0),
+    }
+}
+
+/// The cache rewriter: no panic on any body; valid JSON in gives valid JSON out, equal to the
+/// input apart from the added markers (compared as parsed values), and removing the inserted
+/// bytes gives back the input byte for byte.
+pub fn rewrite(data: &[u8]) {
+    // The first byte picks the settings; the rest is the body.
+    let Some((&knobs, body)) = data.split_first() else {
+        return;
+    };
+    let settings = Settings {
+        ttl: if knobs & 1 == 0 {
+            Ttl::FiveMinutes
+        } else {
+            Ttl::OneHour
+        },
+        automatic: knobs & 2 != 0,
+        locations: Locations {
+            tools: knobs & 4 == 0,
+            system: knobs & 8 == 0,
+            last_user: knobs & 16 == 0,
+            previous_user: knobs & 32 == 0,
+        },
+        min_tokens: u64::from(knobs >> 6),
+        bytes_per_token: 1,
+    };
+    let Ok(facts) = request::inspect(body, true) else {
+        return;
+    };
+    let plan = cache::plan(&facts.layout, &settings);
+    assert!(plan.added.len() <= cache::MAX_BREAKPOINTS);
+    assert!(
+        plan.edits.windows(2).all(|w| w[0].at <= w[1].at),
+        "edits unsorted"
+    );
+    assert!(
+        plan.edits
+            .iter()
+            .all(|e| e.remove == 0 && e.at <= body.len())
+    );
+    let out = splice::apply(body, &plan.edits);
+
+    // Byte level: removing the inserted bytes gives back the input.
+    let mut back = Vec::with_capacity(body.len());
+    let mut from = 0;
+    let mut pos = 0;
+    for e in &plan.edits {
+        let kept = e.at - from;
+        back.extend_from_slice(&out[pos..pos + kept]);
+        pos += kept + e.bytes.len();
+        from = e.at;
+    }
+    back.extend_from_slice(&out[pos..]);
+    assert_eq!(back, body, "the output is not the input plus insertions");
+    let (end, head) = splice::apply_prefix(body, &plan.edits);
+    assert_eq!([head.as_slice(), &body[end..]].concat(), out);
+
+    // As values: valid JSON in, valid JSON out, the same apart from the markers.
+    if let Ok(input) = serde_json::from_slice::<Value>(body) {
+        let output = serde_json::from_slice::<Value>(&out)
+            .unwrap_or_else(|e| panic!("valid JSON in, invalid JSON out ({e})"));
+        let added = markers_added(&input, &output);
+        assert_eq!(
+            added,
+            Some(plan.added.len()),
+            "the output differs beyond the markers"
+        );
+        // The output is still a request with the same model.
+        let again = request::inspect(&out, true).map(|f| f.model);
+        assert_eq!(again.as_ref(), Ok(&facts.model));
+    }
+}
+
+/// Events of `stream` fed to a framer in chunks of `size` (0: all at once).
+fn frame(stream: &[u8], size: usize) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
+    let mut framer = Framer::new();
+    let mut events = Vec::new();
+    let mut on_event = |e: sse::Event| events.push((e.name.to_vec(), e.data.to_vec(), e.truncated));
+    if size == 0 {
+        framer.feed(stream, &mut on_event);
+    } else {
+        for chunk in stream.chunks(size) {
+            framer.feed(chunk, &mut on_event);
+            assert!(
+                framer.carried() <= 3 * MAX_FIELD,
+                "the framer carries too much"
+            );
+        }
+    }
+    events
+}
+
+/// The SSE framer: no panic, bounded memory between chunks, and the same events whatever the
+/// chunk boundaries (one byte at a time, a size the input picks, all at once).
+pub fn sse(data: &[u8]) {
+    let Some((&size, stream)) = data.split_first() else {
+        return;
+    };
+    let whole = frame(stream, 0);
+    for e in &whole {
+        assert!(
+            e.0.len() <= MAX_FIELD && e.1.len() <= MAX_FIELD,
+            "an unbounded event"
+        );
+    }
+    assert_eq!(
+        frame(stream, usize::from(size).max(1)),
+        whole,
+        "chunking changed the events"
+    );
+    if stream.len() <= 4096 {
+        assert_eq!(
+            frame(stream, 1),
+            whole,
+            "byte-by-byte framing changed the events"
+        );
+    }
+}
+
+/// The usage extractor on arbitrary events and bodies: no panic (no overflow either), token
+/// buckets consistent, and every price computable.
+pub fn usage(data: &[u8]) {
+    let Some((&size, stream)) = data.split_first() else {
+        return;
+    };
+    let mut framer = Framer::new();
+    let mut events = Extraction::new();
+    for chunk in stream.chunks(usize::from(size).max(1)) {
+        framer.feed(chunk, &mut |e| {
+            events.on_event(e);
+        });
+    }
+    let mut body = Extraction::new();
+    body.on_json(stream);
+    let prices = cost::list_prices();
+    for x in [&events, &body] {
+        let t = x.tokens();
+        let _ = (
+            x.status(true),
+            x.status(false),
+            x.server_tools(),
+            t.prompt(),
+        );
+        for field in [&x.model, &x.message_id, &x.stop_reason, &x.error_type] {
+            assert!(
+                field.as_ref().is_none_or(|s| s.len() <= 128),
+                "an unbounded field"
+            );
+        }
+        let (searches, _) = x.server_tools();
+        for p in prices
+            .iter()
+            .take(3)
+            .chain(x.model.as_deref().and_then(|m| cost::find(&prices, m)))
+        {
+            let _ = cost::micro_usd(p, &t, searches);
+            let _ = cost::cache_savings_micro_usd(p, &t);
+        }
+    }
+}
+
+/// The value every environment variable has for the configuration target.
+pub const SECRET: &str = "sk-ant-fuzz-secret-0123456789";
+
+/// The configuration parser: never panics (errors are values), and the secret it reads from
+/// the environment never shows in an error or in the parsed configuration's `Debug`.
+pub fn config(data: &[u8]) {
+    let env = |name: &str| (!name.starts_with("UNSET")).then(|| SECRET.to_owned());
+    match config::parse_with_env(data, &env) {
+        Ok(c) => {
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains(SECRET),
+                "a key in the configuration's Debug"
+            );
+        }
+        Err(e) => {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(SECRET), "a key in a configuration error");
+            assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
+        }
+    }
+}

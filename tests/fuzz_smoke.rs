@@ -1,0 +1,267 @@
+//! A short pass of every fuzz target on stable Rust: each target's body (`fuzz/src/lib.rs`, the
+//! same functions cargo-fuzz drives on nightly) runs over its seed corpus, built here from the
+//! test fixtures and the shipped configurations, and over deterministic mutations of the seeds,
+//! for a bounded number of inputs. `make fuzz` explores for real; this keeps the targets
+//! compiling and their properties true on every `make test`.
+//!
+//! `FUZZ_SEEDS_OUT=<dir>` also writes the seed corpus to `<dir>/<target>/` (`make fuzz` does,
+//! before fuzzing). `FUZZ_SMOKE_RUNS=<n>` changes the number of mutated inputs per target.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../fuzz/src/lib.rs"]
+mod targets;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| fs::read(p).unwrap()).collect()
+}
+
+/// Every plugin configuration shipped in `envoy/` (the wasm filters' `configuration.value`).
+fn shipped_configs() -> Vec<Vec<u8>> {
+    fn visit(v: &serde_yaml_ng::Value, out: &mut Vec<Vec<u8>>) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                if let Some(value) = m
+                    .get("configuration")
+                    .and_then(|c| c.get("value"))
+                    .and_then(|v| v.as_str())
+                {
+                    out.push(value.as_bytes().to_vec());
+                }
+                m.values().for_each(|c| visit(c, out));
+            }
+            serde_yaml_ng::Value::Sequence(s) => s.iter().for_each(|c| visit(c, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["envoy", "envoy/examples"] {
+        for text in files(dir, "yaml") {
+            let doc: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&text).unwrap();
+            visit(&doc, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A configuration that sets every field the README documents.
+const EVERY_FIELD: &str = r#"{"routing_header":"x-route","identity":"virtual",
+ "routes":[{"name":"haiku","match":{"model":["claude-haiku-*"]},"cluster":"deepseek",
+   "model_rewrite":"deepseek-chat","auth":"x-api-key","key_pool":"team","path_prefix":"/anthropic","cache":false,
+   "count_tokens":false,"drop_anthropic_beta":true,"reject_system_messages":true,"strip_query":true},
+  {"name":"bg","match":{"header":{"name":"x-claude-code-request-class","value":"auxiliary"}},
+   "cluster":"anthropic","identity":"passthrough","drop_betas":["oauth-2025-04-20"],
+   "cache_mode":"automatic"}],
+ "default_route":{"name":"anthropic","cluster":"anthropic","key_pool":"team","auth":"bearer"},
+ "unknown_model":"reject",
+ "key_pools":{"team":{"keys":[{"alias":"k1","env":"KEY_1"},{"alias":"k2","env":"KEY_2"}],
+   "cooldown_seconds":5}},
+ "consumers":[{"id":"alice","key_sha256":["270b1d89e5b0deffb2f2e5de4f1466b83d363bb3a99a4563ec2e37fcefc78a4a"],
+   "cost_center":"platform","routes":["anthropic"],"models":["claude-*"],
+   "limits":{"requests_per_minute":10,"input_tokens_per_minute":1000,"output_tokens_per_minute":100}}],
+ "budgets":{"platform":{"daily_usd":1.5,"monthly_usd":30}},
+ "cache":{"enabled":true,"mode":"blocks","ttl":"1h","locations":{"tools":true,"system":false,
+   "last_user":true,"previous_user":false},"extended_ttl_beta":false,"bytes_per_token":3,
+   "min_tokens":[{"model":"claude-opus-*","tokens":2048}],"default_min_tokens":512,
+   "disabled_models":["claude-3-*"]},
+ "usage":{"enabled":true,"builtin_prices":false,"max_json_response_bytes":1024,
+   "prices":[{"name":"house","model":"house-*","input":1,"output":2,"cache_write_5m":1.25,
+     "cache_write_1h":2,"cache_read":0.1,"web_search_per_1k":10,
+     "long_prompt":{"above_tokens":1000,"input":2,"output":4,"cache_write_5m":2.5,
+       "cache_write_1h":4,"cache_read":0.2}}]},
+ "audit":{"enabled":false}}"#;
+
+/// The seed corpus of each target.
+fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let bodies = files("tests/fixtures/cache", "json");
+    let streams = files("tests/fixtures/sse", "sse");
+    let mut configs = shipped_configs();
+    configs.extend([
+        b"".to_vec(),
+        b"{}".to_vec(),
+        EVERY_FIELD.as_bytes().to_vec(),
+    ]);
+    // The JSON inside the event streams: the response shapes the usage reader parses.
+    let mut event_data: Vec<Vec<u8>> = streams
+        .iter()
+        .flat_map(|s| s.split(|&b| b == b'\n'))
+        .filter_map(|l| l.strip_prefix(b"data: "))
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .collect();
+    let prefixed = |knobs: &[u8], inputs: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        inputs
+            .iter()
+            .flat_map(|i| knobs.iter().map(move |&k| [&[k], i.as_slice()].concat()))
+            .collect()
+    };
+    // Regressions: inputs the targets failed on before their fixes (a signed `\u` escape, token
+    // counts at the edge of u64).
+    let hostile: Vec<Vec<u8>> = [
+        &br"\u+041"[..],
+        br#""\ud83d\u+e00""#,
+        br#"{"model":"m","max_tokens":18446744073709551616,"n":-0.0e-999}"#,
+        br#"{"type":"message","model":"claude-opus-4-8","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":1},"server_tool_use":{"web_search_requests":18446744073709551615}}}"#,
+    ]
+    .map(<[u8]>::to_vec)
+    .into();
+    event_data.extend(hostile.iter().cloned());
+    let mut json = bodies.clone();
+    json.extend(configs.iter().cloned());
+    json.extend(event_data.iter().cloned());
+    let mut usage = prefixed(&[1, 7, 64, 255], &streams);
+    usage.extend(prefixed(&[0], &event_data));
+    vec![
+        ("json", json),
+        // Knobs: 5m/1h, automatic or not, each location off in turn, minimums 0..3.
+        (
+            "rewrite",
+            prefixed(&[0x00, 0x01, 0x02, 0x03, 0x3c, 0x44, 0xc1], &bodies),
+        ),
+        ("sse", prefixed(&[1, 3, 16, 200], &streams)),
+        ("usage", usage),
+        ("config", configs),
+    ]
+}
+
+/// xorshift64*: deterministic, so a failure here reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes that matter to the parsers under test.
+const INTERESTING: &[u8] = b"{}[]\":,\\ \n\r\t0-e.+ntfu\x00\x7f\xff";
+
+/// A mutation of `seed`, sometimes spliced with `other`: byte flips, insertions of syntax
+/// bytes, deletions, truncation, duplicated ranges.
+fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(7) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = INTERESTING[rng.below(INTERESTING.len())];
+            }
+            2 => v.insert(at, INTERESTING[rng.below(INTERESTING.len())]),
+            3 if at < v.len() => {
+                let end = (at + 1 + rng.below(16)).min(v.len());
+                v.drain(at..end);
+            }
+            4 => v.truncate(at),
+            5 if at < v.len() => {
+                let end = (at + 1 + rng.below(64)).min(v.len());
+                let copy = v[at..end].to_vec();
+                let to = rng.below(v.len() + 1);
+                v.splice(to..to, copy);
+            }
+            _ => {
+                let from = rng.below(other.len() + 1);
+                let end = (from + rng.below(256)).min(other.len());
+                v.splice(at..at, other[from..end].iter().copied());
+            }
+        }
+    }
+    v
+}
+
+fn write_seeds(dir: &Path, seeds: &[(&str, Vec<Vec<u8>>)]) {
+    for (target, inputs) in seeds {
+        let d = dir.join(target);
+        fs::create_dir_all(&d).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            fs::write(d.join(format!("seed-{i:03}")), input).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_fuzz_target_holds_on_its_seeds_and_their_mutations() {
+    let seeds = seeds();
+    if let Some(dir) = std::env::var_os("FUZZ_SEEDS_OUT") {
+        write_seeds(Path::new(&dir), &seeds);
+    }
+    let runs: usize = std::env::var("FUZZ_SMOKE_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000);
+    assert_eq!(
+        seeds.iter().map(|s| s.0).collect::<Vec<_>>(),
+        targets::TARGETS.iter().map(|t| t.0).collect::<Vec<_>>()
+    );
+    for ((name, run), (_, inputs)) in targets::TARGETS.iter().zip(&seeds) {
+        assert!(inputs.len() >= 3, "{name}: too few seeds");
+        let started = Instant::now();
+        for input in inputs {
+            run(input);
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+        let mut done = 0;
+        // Bounded by count and by time, whichever comes first (debug builds are slow).
+        while done < runs && started.elapsed() < Duration::from_secs(8) {
+            let seed = &inputs[rng.below(inputs.len())];
+            let other = &inputs[rng.below(inputs.len())];
+            let input = mutate(&mut rng, seed, other);
+            run(&input);
+            done += 1;
+        }
+        eprintln!(
+            "fuzz smoke {name}: {} seeds + {done} mutations in {:.1?}",
+            inputs.len(),
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn the_configuration_seeds_parse() {
+    // Seeds that parse reach the validation code, not just serde's errors.
+    let env = |_: &str| Some(targets::SECRET.to_owned());
+    for c in shipped_configs()
+        .iter()
+        .chain([&EVERY_FIELD.as_bytes().to_vec()])
+    {
+        let parsed = claude_gateway::config::parse_with_env(c, &env);
+        assert!(
+            parsed.is_ok(),
+            "{}: {:?}",
+            String::from_utf8_lossy(c),
+            parsed.err()
+        );
+    }
+}
