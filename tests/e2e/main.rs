@@ -15,6 +15,7 @@
 mod support;
 
 mod cache;
+mod deploy;
 mod foundation;
 mod keys;
 mod routing;
