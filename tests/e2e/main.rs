@@ -15,6 +15,7 @@
 mod support;
 
 mod cache;
+mod deploy;
 mod faults;
 mod foundation;
 mod keys;

@@ -1,0 +1,211 @@
+"""Packages the filter as an OCI image layout, without Docker, in the format Istio and Envoy
+Gateway pull: the "compat" variant of the Wasm image spec (solo-io/wasm spec-compat), one
+`application/vnd.oci.image.layer.v1.tar+gzip` layer holding `plugin.wasm` - what a Dockerfile
+`FROM scratch` + `COPY claude_gateway.wasm ./plugin.wasm` builds. Istio's image fetcher reads
+the last layer of that media type and takes the file named plugin.wasm from it.
+
+  oci_image.py build <module.wasm> <layout-dir> [tag]   writes the layout, prints the digests
+  oci_image.py check <module.wasm> <layout-dir>         verifies it, then that a damaged copy
+                                                        is rejected (so the check can fail)
+
+The build is reproducible (fixed timestamps, owners and modes): the same .wasm always gives
+the same manifest digest. Push it with skopeo (Debian package `skopeo`):
+  skopeo copy oci:<layout-dir>:<tag> docker://registry.example.com/claude-gateway:<tag>
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import pathlib
+import shutil
+import sys
+import tarfile
+import tempfile
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+FILE_NAME = "plugin.wasm"
+DEFAULT_TAG = "0.1.0"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(wasm: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(FILE_NAME)
+        info.size, info.mode, info.mtime = len(wasm), 0o644, 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(wasm))
+    return out.getvalue()
+
+
+def write_blob(layout: pathlib.Path, data: bytes) -> dict:
+    digest = sha256(data)
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def build(wasm_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
+    wasm = wasm_path.read_bytes()
+    if wasm[:4] != b"\0asm":
+        raise SystemExit(f"{wasm_path} is not a wasm module")
+    if layout.exists():
+        shutil.rmtree(layout)
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    tar = layer_tar(wasm)
+    layer = {"mediaType": LAYER, **write_blob(layout, gzip.compress(tar, mtime=0))}
+    config = {
+        "architecture": "wasm",
+        "os": "wasip1",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(tar)}"]},
+    }
+    config_desc = {"mediaType": CONFIG, **write_blob(layout, canonical(config))}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": config_desc,
+        "layers": [layer],
+        "annotations": {"org.opencontainers.image.title": "claude_gateway"},
+    }
+    manifest_desc = {
+        "mediaType": MANIFEST,
+        **write_blob(layout, canonical(manifest)),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [manifest_desc]}
+    (layout / "index.json").write_bytes(canonical(index))
+    print(f"image layout: {layout} (tag {tag})")
+    print(f"manifest digest: {manifest_desc['digest']}   (pin it: oci://<registry>/claude-gateway@{manifest_desc['digest']})")
+    print(f"plugin.wasm sha256: {sha256(wasm)}   ({len(wasm)} bytes)")
+
+
+class Invalid(Exception):
+    pass
+
+
+def blob(layout: pathlib.Path, desc: dict, media_type: str) -> bytes:
+    if desc.get("mediaType") != media_type:
+        raise Invalid(f"media type {desc.get('mediaType')!r}, expected {media_type!r}")
+    algo, _, hexdigest = str(desc.get("digest", "")).partition(":")
+    if algo != "sha256" or len(hexdigest) != 64:
+        raise Invalid(f"bad digest {desc.get('digest')!r}")
+    path = layout / "blobs" / "sha256" / hexdigest
+    if not path.is_file():
+        raise Invalid(f"missing blob {desc['digest']}")
+    data = path.read_bytes()
+    if sha256(data) != hexdigest:
+        raise Invalid(f"blob {desc['digest']} does not match its digest")
+    if len(data) != desc.get("size"):
+        raise Invalid(f"blob {desc['digest']} is {len(data)} bytes, descriptor says {desc.get('size')}")
+    return data
+
+
+def verify(wasm_path: pathlib.Path, layout: pathlib.Path) -> str:
+    """Checks the layout the way a registry client and Istio's fetcher read it; returns the
+    manifest digest."""
+    if json.loads((layout / "oci-layout").read_text()).get("imageLayoutVersion") != "1.0.0":
+        raise Invalid("oci-layout: imageLayoutVersion is not 1.0.0")
+    index = json.loads((layout / "index.json").read_text())
+    manifests = index.get("manifests", [])
+    if index.get("schemaVersion") != 2 or len(manifests) != 1:
+        raise Invalid("index.json: expected schemaVersion 2 and one manifest")
+    desc = manifests[0]
+    if not desc.get("annotations", {}).get("org.opencontainers.image.ref.name"):
+        raise Invalid("index.json: the manifest has no tag (org.opencontainers.image.ref.name)")
+    manifest = json.loads(blob(layout, desc, MANIFEST))
+    if manifest.get("schemaVersion") != 2 or manifest.get("mediaType") != MANIFEST:
+        raise Invalid("manifest: schemaVersion/mediaType")
+    config = json.loads(blob(layout, manifest["config"], CONFIG))
+    layers = manifest.get("layers", [])
+    if len(layers) != 1:
+        raise Invalid(f"manifest: {len(layers)} layers, expected 1")
+    compressed = blob(layout, layers[0], LAYER)
+    tar = gzip.decompress(compressed)
+    if config.get("rootfs", {}).get("diff_ids") != [f"sha256:{sha256(tar)}"]:
+        raise Invalid("config: rootfs.diff_ids does not match the uncompressed layer")
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        names = archive.getnames()
+        if names != [FILE_NAME]:
+            raise Invalid(f"layer holds {names}, expected [{FILE_NAME!r}]")
+        member = archive.extractfile(FILE_NAME)
+        content = member.read() if member else b""
+    if content != wasm_path.read_bytes():
+        raise Invalid("plugin.wasm in the layer differs from the built module")
+    return desc["digest"]
+
+
+def check(wasm_path: pathlib.Path, layout: pathlib.Path) -> None:
+    digest = verify(wasm_path, layout)
+    print(f"image layout ok: {layout} {digest}")
+    # The check must be able to fail: damaged copies of the layout are rejected.
+    damages = {
+        "a flipped byte in the layer": lambda d, m: flip(d / "blobs" / "sha256" / m["layers"][0]["digest"][7:]),
+        "a wrong layer size": lambda d, m: resize(d, m),
+        "another module": lambda d, m: None,
+    }
+    manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
+    for name, damage in damages.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = pathlib.Path(tmp) / "layout"
+            shutil.copytree(layout, copy)
+            module = wasm_path
+            if name == "another module":
+                module = pathlib.Path(tmp) / "other.wasm"
+                module.write_bytes(wasm_path.read_bytes() + b"\0")
+            else:
+                damage(copy, manifest)
+            try:
+                verify(module, copy)
+            except Invalid as e:
+                print(f"  rejected as it should be ({name}): {e}")
+                continue
+            raise SystemExit(f"image check is broken: {name} was accepted")
+
+
+def flip(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def resize(layout: pathlib.Path, manifest: dict) -> None:
+    # Rewrites the manifest with a wrong layer size and re-points the index at it.
+    manifest = json.loads(json.dumps(manifest))
+    manifest["layers"][0]["size"] += 1
+    desc = write_blob(layout, canonical(manifest))
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0].update(desc)
+    (layout / "index.json").write_bytes(canonical(index))
+
+
+def main(argv: list) -> int:
+    if len(argv) < 4 or argv[1] not in ("build", "check"):
+        print(__doc__)
+        return 2
+    wasm, layout = pathlib.Path(argv[2]), pathlib.Path(argv[3])
+    if argv[1] == "build":
+        build(wasm, layout, argv[4] if len(argv) > 4 else DEFAULT_TAG)
+        return 0
+    try:
+        check(wasm, layout)
+    except (Invalid, OSError, ValueError, KeyError) as e:
+        print(f"image layout INVALID: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
