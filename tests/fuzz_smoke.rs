@@ -116,9 +116,10 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             .collect()
     };
     // Regressions: inputs the targets failed on before their fixes (a signed `\u` escape, token
-    // counts at the edge of u64).
+    // counts at the edge of u64, a body with a key the filter reads twice).
     let hostile: Vec<Vec<u8>> = [
         &br"\u+041"[..],
+        br#"{"model":"claude-opus-4-8","system":[],"messages":[],"system":"x"}"#,
         br#""\ud83d\u+e00""#,
         br#"{"model":"m","max_tokens":18446744073709551616,"n":-0.0e-999}"#,
         br#"{"type":"message","model":"claude-opus-4-8","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":1},"server_tool_use":{"web_search_requests":18446744073709551615}}}"#,

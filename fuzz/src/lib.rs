@@ -122,7 +122,7 @@ pub fn json(data: &[u8]) {
                     model
                 );
             }
-            Err(BodyIssue::DuplicateModel) => {}
+            Err(BodyIssue::DuplicateModel | BodyIssue::DuplicateKey) => {}
             Err(BodyIssue::NoModel) => assert!(model.is_none_or(str::is_empty)),
             Err(other) => panic!("inspect: {other:?} for a valid object"),
         }
