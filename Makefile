@@ -154,6 +154,7 @@ bench: build venv ## benchmarks: the core (native, V8) and the gateway next to b
 	node --no-warnings benches/v8.mjs $$(ls -t target/$(WASM_TARGET)/release/deps/core-*.wasm | head -1) \
 		| tee target/bench/core-v8.txt
 	@echo "== the gateway next to bare Envoy (same Envoy, same upstream, same run)"
+	cargo build --release --target $(WASM_TARGET) --manifest-path benches/floor/Cargo.toml --target-dir target/floor
 	cargo bench --bench gateway
 	$(PYTHON) benches/summary.py target/bench
 

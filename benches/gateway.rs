@@ -61,7 +61,7 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 3] = ["bare", "off", "on"];
+const MODES: [&str; 4] = ["bare", "floor", "off", "on"];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
 /// pool key, usage accounting and the audit record (all defaults but routing and keys).
@@ -91,16 +91,29 @@ fn off_config() -> String {
     .to_string()
 }
 
-/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with three
-/// listeners in front of `upstream`: "on" (the example's own), "off" and "bare" (no wasm filter,
-/// to a cluster without the upstream filter).
+/// The module that only holds the request and reads its body (`benches/floor`, built by `make
+/// bench`): the floor under any body-reading wasm filter.
+fn floor_module() -> String {
+    let path = support::envoy::repo().join("target/floor/wasm32-wasip1/release/bench_floor.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make bench`",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with four
+/// listeners in front of `upstream`: "on" (the example's own), "off", "floor" (the floor
+/// module) and "bare" (no wasm filter); all but "on" go to a cluster without the upstream filter.
 fn bootstrap(upstream: u16) -> Bootstrap {
     let mut b =
         support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
     b.plugin_config(&on_config())
         .add_cluster("plain", "127.0.0.1", upstream)
         .add_bare_listener("mode-bare", "plain")
-        .add_configured_listener("mode-off", &off_config());
+        .add_configured_listener("mode-off", &off_config())
+        .add_module_listener("mode-floor", &floor_module());
     b
 }
 
@@ -116,7 +129,7 @@ fn run(concurrency: u32, cpus: Vec<usize>) -> Run {
 }
 
 /// Listener ports by mode, in `MODES` order.
-fn ports(gw: &Gateway) -> [u16; 3] {
+fn ports(gw: &Gateway) -> [u16; 4] {
     MODES.map(|m| {
         if m == "on" {
             gw.port
@@ -205,36 +218,40 @@ impl Samples {
 
 /// Envoy CPU per request and client latency per mode and body size.
 fn cpu(gw: &Gateway) -> Vec<Value> {
-    println!(
-        "{:>8} {:>12} {:>12} {:>12} {:>7} {:>7} {:>16} {:>16}",
-        "body",
-        "bare CPU µs",
-        "off CPU µs",
-        "on CPU µs",
-        "off",
-        "on",
-        "bare p50/p99 ms",
-        "on p50/p99 ms"
-    );
+    print!("{:>8}", "body");
+    for m in MODES {
+        print!(" {:>10}", format!("{m} µs"));
+    }
+    for m in &MODES[1..] {
+        print!(" {:>6}", m);
+    }
+    println!(" {:>15} {:>15}", "bare p50/p99 ms", "on p50/p99 ms");
+    let n = MODES.len();
     let mut rows = Vec::new();
-    for (label, size, batch, rounds) in [
-        ("2 KiB", 2 << 10, 200, 10),
-        ("50 KiB", 50 << 10, 100, 14),
-        ("512 KiB", 512 << 10, 30, 14),
-        ("5 MiB", 5 << 20, 4, 12),
+    for (size, batch, rounds) in [
+        (0, 200, 10),
+        (50 << 10, 100, 14),
+        (512 << 10, 30, 14),
+        (5 << 20, 4, 12),
     ] {
+        // Size 0: the smallest Claude Code request (system prompt and tools only).
         let body = bodies::claude_code("claude-opus-4-8", false, size);
+        let label = match size {
+            0 => format!("{} KiB", body.len() >> 10),
+            s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+            s => format!("{} KiB", s >> 10),
+        };
         let mut conns = ports(gw).map(|p| Conn::new(p, &body));
         for c in &mut conns {
             for _ in 0..batch {
                 c.send();
             }
         }
-        let mut cpu_ns = [0u64; 3];
-        let mut latency: [Samples; 3] = Default::default();
+        let mut cpu_ns = vec![0u64; n];
+        let mut latency = vec![Samples::default(); n];
         for round in 0..rounds {
             // Rotate which mode goes first so drift and warm-up effects cancel.
-            for k in (0..3).map(|i| (i + round) % 3) {
+            for k in (0..n).map(|i| (i + round) % n) {
                 let before = gw.cpu_nanos();
                 for _ in 0..batch {
                     latency[k].push(conns[k].send().as_secs_f64() * 1e3);
@@ -243,26 +260,29 @@ fn cpu(gw: &Gateway) -> Vec<Value> {
             }
         }
         let requests = (batch * rounds) as f64;
-        let us = cpu_ns.map(|ns| ns as f64 / requests / 1e3);
-        let [bare, _, on] = &latency;
+        let us: Vec<f64> = cpu_ns
+            .iter()
+            .map(|&ns| ns as f64 / requests / 1e3)
+            .collect();
+        let (bare, on) = (&latency[0], &latency[n - 1]);
+        print!("{label:>8}");
+        us.iter().for_each(|u| print!(" {u:>10.0}"));
+        us[1..].iter().for_each(|u| print!(" {:>5.2}x", u / us[0]));
         println!(
-            "{label:>8} {:>12.0} {:>12.0} {:>12.0} {:>6.2}x {:>6.2}x {:>7.2}/{:<8.2} {:>7.2}/{:<8.2}",
-            us[0],
-            us[1],
-            us[2],
-            us[1] / us[0],
-            us[2] / us[0],
+            " {:>6.2}/{:<8.2} {:>6.2}/{:<8.2}",
             bare.percentile(0.5),
             bare.percentile(0.99),
             on.percentile(0.5),
             on.percentile(0.99)
         );
-        let mut row = json!({"body": label, "bytes": body.len(), "requests_per_mode": requests,
-            "ratio_off": us[1] / us[0], "ratio_on": us[2] / us[0]});
+        let mut row = json!({"body": label, "bytes": body.len(), "requests_per_mode": requests});
         for (k, mode) in MODES.iter().enumerate() {
             row[format!("{mode}_cpu_us")] = json!(us[k]);
             row[format!("{mode}_p50_ms")] = json!(latency[k].percentile(0.5));
             row[format!("{mode}_p99_ms")] = json!(latency[k].percentile(0.99));
+            if k > 0 {
+                row[format!("ratio_{mode}")] = json!(us[k] / us[0]);
+            }
         }
         rows.push(row);
     }
@@ -397,7 +417,7 @@ fn streaming(gw_cpus: Vec<usize>, other: &[usize]) -> Value {
     );
     for (label, size, streams) in [("50 KiB", 50 << 10, 30), ("512 KiB", 512 << 10, 30)] {
         let body = bodies::claude_code("claude-opus-4-8", true, size);
-        let mut conns = [ports[0], ports[2]].map(|p| Conn::new(p, &body));
+        let mut conns = [ports[0], ports[3]].map(|p| Conn::new(p, &body));
         let mut ttfb: [Samples; 2] = Default::default();
         let mut delay: [Samples; 2] = Default::default();
         for c in &mut conns {
@@ -462,14 +482,14 @@ fn throughput(upstream: u16) -> Value {
         n as f64 / secs
     };
     measure(ports[0], 1.0);
-    measure(ports[2], 1.0);
+    measure(ports[3], 1.0);
     let (mut bare, mut on) = (0.0, 0.0);
     for round in 0..4 {
         // bare, on, on, bare: drift cancels.
         if round % 3 == 0 {
             bare += measure(ports[0], 3.0) / 2.0;
         } else {
-            on += measure(ports[2], 3.0) / 2.0;
+            on += measure(ports[3], 3.0) / 2.0;
         }
     }
     println!(

@@ -111,11 +111,14 @@ impl Bootstrap {
         wasm_configs_in(&mut self.doc, f);
     }
 
-    /// Points every wasm filter at the given module.
+    /// Points every wasm filter at the given module (but a benchmark's other module, see
+    /// [`Bootstrap::add_module_listener`]).
     pub fn wasm(&mut self, path: &str) -> &mut Self {
         self.wasm_configs(&mut |config| {
-            let code = key(key(config, "vm_config"), "code");
-            *code = yaml(&format!("{{local: {{filename: {path:?}}}}}"));
+            let vm = key(config, "vm_config");
+            if vm.get("vm_id").and_then(Value::as_str) != Some(OTHER_VM) {
+                *key(vm, "code") = module(path);
+            }
         });
         self
     }
@@ -224,6 +227,19 @@ impl Bootstrap {
         taken
     }
 
+    /// Adds a copy of the first listener whose wasm filter runs another module, in its own VM
+    /// (benchmarks compare the gateway with the least a wasm filter can do).
+    pub fn add_module_listener(&mut self, name: &str, path: &str) -> &mut Self {
+        let mut copy = self.listener_copy(name);
+        wasm_configs_in(&mut copy, &mut |config| {
+            let vm = key(config, "vm_config");
+            *key(vm, "vm_id") = Value::from(OTHER_VM);
+            *key(vm, "code") = module(path);
+        });
+        self.listeners().push(copy);
+        self
+    }
+
     pub fn admin(&mut self, address: &str, port: u16) -> &mut Self {
         *key(key(&mut self.doc, "admin"), "address") = socket_address(address, port);
         self
@@ -302,6 +318,13 @@ impl Bootstrap {
         self.clusters().push(cluster);
         self
     }
+}
+
+/// The `vm_id` of a module other than the gateway's.
+const OTHER_VM: &str = "other_module";
+
+fn module(path: &str) -> Value {
+    yaml(&format!("{{local: {{filename: {path:?}}}}}"))
 }
 
 /// Every wasm filter config (`Wasm.config`) under `v`.
