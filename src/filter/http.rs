@@ -87,6 +87,8 @@ pub struct Http {
     /// The response reached its end.
     response_ended: bool,
     first_content_ns: Option<u64>,
+    /// When this filter first saw the request (a clock read is cheaper than a property).
+    start_ns: Option<u64>,
 }
 
 impl Http {
@@ -104,6 +106,7 @@ impl Http {
             extraction: Extraction::new(),
             response_ended: false,
             first_content_ns: None,
+            start_ns: None,
         }
     }
 
@@ -493,6 +496,7 @@ impl HttpContext for Http {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
+        self.start_ns = host::now_nanos().ok();
         self.load_headers();
         self.seen.method = self.cached_header(":method").unwrap_or_default();
         self.seen.path = self.cached_header(":path").unwrap_or_default();
@@ -630,6 +634,21 @@ impl HttpContext for Http {
             self.property_int(&["response", "code"])
                 .and_then(|c| u32::try_from(c).ok())
         });
+        // What only the audit record shows is asked of Envoy only when there is one (each
+        // property is a host call); the request id is the header Envoy set before this filter.
+        let request_id = match config.audit {
+            true if self.seen.all_headers => self.cached_header("x-request-id"),
+            true => self.property_string(&["request", "id"]),
+            false => None,
+        };
+        let audited = |path: &[&str]| config.audit.then(|| self.property_string(path)).flatten();
+        let upstream_cluster = audited(&["xds", "cluster_name"]);
+        let upstream_host = audited(&["upstream", "address"]);
+        let code_details = audited(&["response", "code_details"]);
+        let attempts = config
+            .audit
+            .then(|| self.property_int(&["upstream", "request_attempt_count"]))
+            .flatten();
         let s = &self.seen;
         let read = !matches!(self.reader, Reader::Off) || self.response_ended;
         let finished = Finished {
@@ -650,14 +669,17 @@ impl HttpContext for Http {
                 .then_some(&self.extraction),
             response_ended: self.response_ended,
             status: status.filter(|&c| c != 0),
-            start_ns: self.property_int(&["request", "time"]).unwrap_or(0),
+            start_ns: self
+                .start_ns
+                .or_else(|| self.property_int(&["request", "time"]))
+                .unwrap_or(0),
             first_content_ns: self.first_content_ns,
             end_ns: host::now_nanos().unwrap_or(0),
-            request_id: self.property_string(&["request", "id"]),
-            upstream_cluster: self.property_string(&["xds", "cluster_name"]),
-            upstream_host: self.property_string(&["upstream", "address"]),
-            attempts: self.property_int(&["upstream", "request_attempt_count"]),
-            code_details: self.property_string(&["response", "code_details"]),
+            request_id,
+            upstream_cluster,
+            upstream_host,
+            attempts,
+            code_details,
         };
         let (updates, record) = accounting::account(&config, &finished);
         if let Some(c) = finished.consumer {
