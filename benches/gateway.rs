@@ -456,7 +456,7 @@ fn streaming(gw_cpus: Vec<usize>, other: &[usize]) -> Value {
     out
 }
 
-/// Requests per second at concurrency 16 against Envoy with 2 workers, on vs bare, 50 KiB.
+/// Requests per second at concurrency 16 against Envoy with 2 workers, every mode, 50 KiB.
 fn throughput(upstream: u16) -> Value {
     pin_current_thread(&[]);
     let gw = Gateway::start_with(bootstrap(upstream), &run(2, Vec::new()));
@@ -481,23 +481,26 @@ fn throughput(upstream: u16) -> Value {
         let n: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         n as f64 / secs
     };
-    measure(ports[0], 1.0);
-    measure(ports[3], 1.0);
-    let (mut bare, mut on) = (0.0, 0.0);
-    for round in 0..4 {
-        // bare, on, on, bare: drift cancels.
-        if round % 3 == 0 {
-            bare += measure(ports[0], 3.0) / 2.0;
-        } else {
-            on += measure(ports[3], 3.0) / 2.0;
-        }
+    for p in ports {
+        measure(p, 0.5);
     }
-    println!(
-        "throughput, c=16, 2 workers, 50 KiB: bare {bare:.0} req/s, on {on:.0} req/s, {:.2}x",
-        on / bare
-    );
+    // Every mode twice, the second pass in reverse order, so drift cancels.
+    let mut rps = [0.0f64; 4];
+    for k in (0..4).chain((0..4).rev()) {
+        rps[k] += measure(ports[k], 2.0) / 2.0;
+    }
+    let ratio = rps[3] / rps[0];
+    print!("throughput, c=16, 2 workers, 50 KiB:");
+    for (m, r) in MODES.iter().zip(rps) {
+        print!(" {m} {r:.0} req/s ({:.2}x)", r / rps[0]);
+    }
+    println!();
     gw.assert_healthy();
-    json!({"concurrency": 16, "workers": 2, "body": "50 KiB", "bare_rps": bare, "on_rps": on, "ratio": on / bare})
+    let mut out = json!({"concurrency": 16, "workers": 2, "body": "50 KiB", "ratio": ratio});
+    for (m, r) in MODES.iter().zip(rps) {
+        out[format!("{m}_rps")] = json!(r);
+    }
+    out
 }
 
 /// The filter's memory gauges (summed over the VMs), after the next report.

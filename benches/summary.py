@@ -62,7 +62,7 @@ def main(d: Path):
               f"max bare {r['event_delay_bare_max_ms']:.3f} / on {r['event_delay_on_max_ms']:.3f} ms")
     t = gw["throughput"]
     print(f"throughput (c={t['concurrency']}, {t['workers']} workers, {t['body']}): bare {t['bare_rps']:.0f} req/s, "
-          f"on {t['on_rps']:.0f} req/s, {t['ratio']:.2f}x")
+          f"floor {t['floor_rps']:.0f}, off {t['off_rps']:.0f}, on {t['on_rps']:.0f} req/s; on/bare {t['ratio']:.2f}x")
     m = gw["memory"]
     mib = lambda b: b / (1 << 20)
     print(f"VM memory: {mib(m['vm_memory_after_100']):.1f} MiB after 100 requests, {mib(m['vm_memory_after_10000']):.1f} MiB "
