@@ -1,6 +1,24 @@
 //! The proxy-wasm ABI's serialized header map: a count, then each name's and value's length
 //! (u32 little-endian), then the names and values, each followed by a NUL. Envoy hands over a
-//! request's headers this way in one host call.
+//! request's headers this way in one host call, and takes a local reply's headers this way.
+
+/// Serializes header pairs for the host (a local reply's headers).
+pub fn encode(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
+    out.extend_from_slice(&len(headers.len()));
+    for (k, v) in headers {
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
 
 /// Decodes a serialized header map; malformed input decodes to the pairs before the damage.
 pub fn decode(bytes: &[u8]) -> Vec<(String, String)> {
@@ -33,21 +51,6 @@ pub fn decode(bytes: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend(k.as_bytes());
-            out.push(0);
-            out.extend(v.as_bytes());
-            out.push(0);
-        }
-        out
-    }
 
     #[test]
     fn round_trips() {

@@ -291,25 +291,6 @@ pub fn remove_request_header(name: &str) -> HostResult<()> {
     })
 }
 
-/// Serializes header pairs the way the ABI expects: the pair count, each pair's key and value
-/// lengths, then each key and value followed by a NUL byte.
-fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
-    out.extend_from_slice(&len(headers.len()));
-    for (k, v) in headers {
-        out.extend_from_slice(&len(k.len()));
-        out.extend_from_slice(&len(v.len()));
-    }
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 /// Answers the request locally; `details` shows as Envoy's response code details.
 pub fn send_local_response(
     status: u32,
@@ -317,7 +298,7 @@ pub fn send_local_response(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HostResult<()> {
-    let headers = serialize_headers(headers);
+    let headers = header_pairs::encode(headers);
     // SAFETY: valid slices; -1 means "not a gRPC reply".
     check("send_local_response", unsafe {
         proxy_send_local_response(

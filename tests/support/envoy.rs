@@ -279,6 +279,32 @@ impl Gateway {
             .unwrap_or(0)
     }
 
+    /// Everything an operator or a client can read from this Envoy, by name: its log, the access
+    /// log and the admin pages (tests assert that no secret appears in any of them).
+    pub fn readable_text(&self) -> Vec<(String, String)> {
+        let mut places = vec![
+            ("envoy log".to_owned(), self.log()),
+            (
+                "access log".to_owned(),
+                fs::read_to_string(self.access_log_path()).unwrap_or_default(),
+            ),
+        ];
+        for path in [
+            "/stats",
+            "/stats?format=json",
+            "/stats/prometheus",
+            "/config_dump",
+            "/config_dump?include_eds",
+            "/clusters",
+            "/listeners",
+            "/server_info",
+            "/runtime",
+        ] {
+            places.push((path.to_owned(), self.admin_get(path).unwrap()));
+        }
+        places
+    }
+
     /// The access log file (Envoy's standard output).
     pub fn access_log_path(&self) -> PathBuf {
         self.dir.join("access.log")
