@@ -61,7 +61,7 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 4] = ["bare", "floor", "off", "on"];
+const MODES: [&str; 5] = ["bare", "floor", "off", "default", "on"];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
 /// pool key, usage accounting and the audit record (all defaults but routing and keys).
@@ -103,9 +103,15 @@ fn floor_module() -> String {
     path.display().to_string()
 }
 
-/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with four
-/// listeners in front of `upstream`: "on" (the example's own), "off", "floor" (the floor
-/// module) and "bare" (no wasm filter); all but "on" go to a cluster without the upstream filter.
+/// The defaults: cache injection, usage and audit on, the client's own credential, one route.
+fn default_config() -> String {
+    json!({"default_route": {"name": "plain", "cluster": "plain"}}).to_string()
+}
+
+/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with five
+/// listeners in front of `upstream`: "on" (the example's own), "default", "off", "floor" (the
+/// floor module) and "bare" (no wasm filter); all but "on" go to a cluster without the upstream
+/// filter.
 fn bootstrap(upstream: u16) -> Bootstrap {
     let mut b =
         support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
@@ -113,6 +119,7 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .add_cluster("plain", "127.0.0.1", upstream)
         .add_bare_listener("mode-bare", "plain")
         .add_configured_listener("mode-off", &off_config())
+        .add_configured_listener("mode-default", &default_config())
         .add_module_listener("mode-floor", &floor_module());
     b
 }
@@ -129,7 +136,7 @@ fn run(concurrency: u32, cpus: Vec<usize>) -> Run {
 }
 
 /// Listener ports by mode, in `MODES` order.
-fn ports(gw: &Gateway) -> [u16; 4] {
+fn ports(gw: &Gateway) -> [u16; 5] {
     MODES.map(|m| {
         if m == "on" {
             gw.port
@@ -417,7 +424,7 @@ fn streaming(gw_cpus: Vec<usize>, other: &[usize]) -> Value {
     );
     for (label, size, streams) in [("50 KiB", 50 << 10, 30), ("512 KiB", 512 << 10, 30)] {
         let body = bodies::claude_code("claude-opus-4-8", true, size);
-        let mut conns = [ports[0], ports[3]].map(|p| Conn::new(p, &body));
+        let mut conns = [ports[0], ports[4]].map(|p| Conn::new(p, &body));
         let mut ttfb: [Samples; 2] = Default::default();
         let mut delay: [Samples; 2] = Default::default();
         for c in &mut conns {
@@ -485,11 +492,12 @@ fn throughput(upstream: u16) -> Value {
         measure(p, 0.5);
     }
     // Every mode twice, the second pass in reverse order, so drift cancels.
-    let mut rps = [0.0f64; 4];
-    for k in (0..4).chain((0..4).rev()) {
+    let n = MODES.len();
+    let mut rps = [0.0f64; MODES.len()];
+    for k in (0..n).chain((0..n).rev()) {
         rps[k] += measure(ports[k], 2.0) / 2.0;
     }
-    let ratio = rps[3] / rps[0];
+    let ratio = rps[n - 1] / rps[0];
     print!("throughput, c=16, 2 workers, 50 KiB:");
     for (m, r) in MODES.iter().zip(rps) {
         print!(" {m} {r:.0} req/s ({:.2}x)", r / rps[0]);
