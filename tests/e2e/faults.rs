@@ -626,7 +626,7 @@ fn huge_request_headers_get_431_and_the_worker_keeps_serving() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 431);
-    assert_envelope(&resp.text().unwrap(), "api_error");
+    assert_envelope(&resp.text().unwrap(), "invalid_request_error");
     let mut req = client()
         .post(gw.url("/v1/messages"))
         .header(SESSION, "many");
@@ -635,7 +635,7 @@ fn huge_request_headers_get_431_and_the_worker_keeps_serving() {
     }
     let resp = req.body(messages_body(MODEL, false)).send().unwrap();
     assert_eq!(resp.status(), 431);
-    assert_envelope(&resp.text().unwrap(), "api_error");
+    assert_envelope(&resp.text().unwrap(), "invalid_request_error");
     // Envoy refused both before any header reached the filter; its record still accounts
     // for each, with Envoy's reason.
     for details in ["http1.headers_too_large", "http1.too_many_headers"] {
