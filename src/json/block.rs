@@ -5,10 +5,29 @@
 /// Bytes per block.
 pub const LEN: usize = 64;
 
+/// Bitmasks of the quotes and the backslashes in the first 16 bytes (most keys and block types
+/// end there).
+pub fn quotes_and_backslashes_16(bytes: &[u8; 16]) -> (u16, u16) {
+    lane_masks(bytes)
+}
+
+/// The last, partial block of a buffer, padded with bytes that are neither quote nor backslash.
+pub fn padded(rest: &[u8]) -> [u8; LEN] {
+    let mut block = [0u8; LEN];
+    let n = rest.len().min(LEN);
+    if let (Some(dst), Some(src)) = (block.get_mut(..n), rest.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    block
+}
+
 /// Bitmasks of the quotes and the backslashes in `block`.
 pub fn quotes_and_backslashes(block: &[u8; LEN]) -> (u64, u64) {
     let (mut quotes, mut backslashes) = (0u64, 0u64);
-    for (k, lane) in block.chunks_exact(16).enumerate() {
+    let lanes = block
+        .chunks_exact(16)
+        .filter_map(|lane| <&[u8; 16]>::try_from(lane).ok());
+    for (k, lane) in lanes.enumerate() {
         let (q, b) = lane_masks(lane);
         quotes |= u64::from(q) << (16 * k);
         backslashes |= u64::from(b) << (16 * k);
@@ -17,11 +36,9 @@ pub fn quotes_and_backslashes(block: &[u8; LEN]) -> (u64, u64) {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn lane_masks(lane: &[u8]) -> (u16, u16) {
+fn lane_masks(lane: &[u8; 16]) -> (u16, u16) {
     use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128, v128_load};
-    debug_assert_eq!(lane.len(), 16);
-    // SAFETY: `lane` is 16 readable bytes (a `chunks_exact(16)` piece); v128_load accepts
-    // unaligned addresses.
+    // SAFETY: `lane` is 16 readable bytes; v128_load accepts unaligned addresses.
     let v = unsafe { v128_load(lane.as_ptr().cast::<v128>()) };
     (
         u8x16_bitmask(u8x16_eq(v, u8x16_splat(b'"'))),
@@ -30,12 +47,11 @@ fn lane_masks(lane: &[u8]) -> (u16, u16) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn lane_masks(lane: &[u8]) -> (u16, u16) {
+fn lane_masks(lane: &[u8; 16]) -> (u16, u16) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
-    debug_assert_eq!(lane.len(), 16);
-    // SAFETY: `lane` is 16 readable bytes (a `chunks_exact(16)` piece); the load is unaligned.
+    // SAFETY: `lane` is 16 readable bytes; the load is unaligned.
     // SSE2 is part of the x86_64 baseline.
     unsafe {
         let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
@@ -48,7 +64,7 @@ fn lane_masks(lane: &[u8]) -> (u16, u16) {
     all(target_arch = "wasm32", target_feature = "simd128"),
     target_arch = "x86_64"
 )))]
-fn lane_masks(lane: &[u8]) -> (u16, u16) {
+fn lane_masks(lane: &[u8; 16]) -> (u16, u16) {
     let (mut q, mut b) = (0u16, 0u16);
     for (i, &c) in lane.iter().enumerate() {
         q |= u16::from(c == b'"') << i;

@@ -243,22 +243,23 @@ impl<'a> Scanner<'a> {
     pub fn skip_string(&mut self) -> Result<Span> {
         self.expect(b'"')?;
         let start = self.pos;
+        // Keys and block types end within 16 bytes: a quote before any backslash ends them.
+        if let Some(head) = self.buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
+            let (quotes, backslashes) = block::quotes_and_backslashes_16(head);
+            if quotes != 0 && quotes.trailing_zeros() < backslashes.trailing_zeros() {
+                let end = start + quotes.trailing_zeros() as usize;
+                self.pos = end + 1;
+                return Ok(Span { start, end });
+            }
+        }
         let mut at = start;
         let mut carry = false;
         loop {
             let rest = self.buf.get(at..).unwrap_or_default();
-            // The last partial block is copied into padding that holds neither byte.
-            let mut padded = [0u8; block::LEN];
-            let chunk = match rest.first_chunk::<{ block::LEN }>() {
-                Some(chunk) => chunk,
-                None => {
-                    if let Some(dst) = padded.get_mut(..rest.len()) {
-                        dst.copy_from_slice(rest);
-                    }
-                    &padded
-                }
+            let (quotes, backslashes) = match rest.first_chunk::<{ block::LEN }>() {
+                Some(chunk) => block::quotes_and_backslashes(chunk),
+                None => block::quotes_and_backslashes(&block::padded(rest)),
             };
-            let (quotes, backslashes) = block::quotes_and_backslashes(chunk);
             let ends = quotes & !block::escaped(backslashes, &mut carry);
             if ends != 0 {
                 let end = at + ends.trailing_zeros() as usize;
