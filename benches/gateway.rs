@@ -254,7 +254,8 @@ fn cpu(gw: &Gateway) -> Vec<Value> {
                 c.send();
             }
         }
-        let mut cpu_ns = vec![0u64; n];
+        // CPU µs per request of each mode, one sample per round.
+        let mut cpu: Vec<Samples> = vec![Samples::default(); n];
         let mut latency = vec![Samples::default(); n];
         for round in 0..rounds {
             // Rotate which mode goes first so drift and warm-up effects cancel.
@@ -263,18 +264,23 @@ fn cpu(gw: &Gateway) -> Vec<Value> {
                 for _ in 0..batch {
                     latency[k].push(conns[k].send().as_secs_f64() * 1e3);
                 }
-                cpu_ns[k] += gw.cpu_nanos() - before;
+                cpu[k].push((gw.cpu_nanos() - before) as f64 / batch as f64 / 1e3);
             }
         }
         let requests = (batch * rounds) as f64;
-        let us: Vec<f64> = cpu_ns
-            .iter()
-            .map(|&ns| ns as f64 / requests / 1e3)
-            .collect();
+        // Medians over rounds: a round disturbed by something else on the machine does not count.
+        let us: Vec<f64> = cpu.iter().map(|c| c.percentile(0.5)).collect();
+        let ratio = |k: usize| -> f64 {
+            let mut per_round = Samples::default();
+            for (m, b) in cpu[k].0.iter().zip(&cpu[0].0) {
+                per_round.push(m / b);
+            }
+            per_round.percentile(0.5)
+        };
         let (bare, on) = (&latency[0], &latency[n - 1]);
         print!("{label:>8}");
         us.iter().for_each(|u| print!(" {u:>10.0}"));
-        us[1..].iter().for_each(|u| print!(" {:>5.2}x", u / us[0]));
+        (1..n).for_each(|k| print!(" {:>5.2}x", ratio(k)));
         println!(
             " {:>6.2}/{:<8.2} {:>6.2}/{:<8.2}",
             bare.percentile(0.5),
@@ -288,7 +294,7 @@ fn cpu(gw: &Gateway) -> Vec<Value> {
             row[format!("{mode}_p50_ms")] = json!(latency[k].percentile(0.5));
             row[format!("{mode}_p99_ms")] = json!(latency[k].percentile(0.99));
             if k > 0 {
-                row[format!("ratio_{mode}")] = json!(us[k] / us[0]);
+                row[format!("ratio_{mode}")] = json!(ratio(k));
             }
         }
         rows.push(row);
