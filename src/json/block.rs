@@ -11,6 +11,44 @@ pub fn quotes_and_backslashes_16(bytes: &[u8; 16]) -> (u16, u16) {
     lane_masks(bytes)
 }
 
+/// Bitmasks of the quotes, and of the bytes that stop a validated string (backslashes and raw
+/// control characters), in the first 16 bytes.
+pub fn quotes_and_stops_16(bytes: &[u8; 16]) -> (u16, u16) {
+    let (quotes, backslashes) = lane_masks(bytes);
+    (quotes, backslashes | control_mask(bytes))
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn control_mask(lane: &[u8; 16]) -> u16 {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_lt, u8x16_splat, v128, v128_load};
+    // SAFETY: `lane` is 16 readable bytes; v128_load accepts unaligned addresses.
+    let v = unsafe { v128_load(lane.as_ptr().cast::<v128>()) };
+    u8x16_bitmask(u8x16_lt(v, u8x16_splat(0x20)))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn control_mask(lane: &[u8; 16]) -> u16 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    // SAFETY: `lane` is 16 readable bytes; the load is unaligned. SSE2 is part of the x86_64
+    // baseline. A byte is below 0x20 when min(byte, 0x1f) is the byte itself.
+    unsafe {
+        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v)) as u16
+    }
+}
+
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+fn control_mask(lane: &[u8; 16]) -> u16 {
+    lane.iter()
+        .enumerate()
+        .fold(0, |m, (i, &c)| m | (u16::from(c < 0x20) << i))
+}
+
 /// The last, partial block of a buffer, padded with bytes that are neither quote nor backslash.
 pub fn padded(rest: &[u8]) -> [u8; LEN] {
     let mut block = [0u8; LEN];
@@ -126,6 +164,22 @@ mod tests {
         let (q, bs) = quotes_and_backslashes(&b);
         assert_eq!(q, (1 << 1) | (1 << 4) | (1 << 8) | (1 << 63));
         assert_eq!(bs, (1 << 3) | (1 << 6) | (1 << 7) | (1 << 47));
+    }
+
+    #[test]
+    fn stops_are_backslashes_and_control_bytes() {
+        let mut b = [b'a'; 16];
+        b[2] = b'"';
+        b[5] = b'\\';
+        b[7] = 0x1f;
+        b[8] = 0x20;
+        b[9] = 0x00;
+        b[10] = 0x80;
+        b[11] = 0xff;
+        assert_eq!(
+            quotes_and_stops_16(&b),
+            (1 << 2, (1 << 5) | (1 << 7) | (1 << 9))
+        );
     }
 
     #[test]

@@ -212,6 +212,19 @@ impl<'a> Scanner<'a> {
     pub fn string(&mut self) -> Result<Str> {
         self.expect(b'"')?;
         let start = self.pos;
+        // Keys and block types end within 16 bytes, with nothing to decode or reject before.
+        if let Some(head) = self.buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
+            let (quotes, stops) = block::quotes_and_stops_16(head);
+            if quotes != 0 && quotes.trailing_zeros() < stops.trailing_zeros() {
+                let end = start + quotes.trailing_zeros() as usize;
+                self.pos = end + 1;
+                let span = Span { start, end };
+                return Ok(Str {
+                    span,
+                    escaped: false,
+                });
+            }
+        }
         let mut escaped = false;
         loop {
             self.pos = find_string_special(self.buf, self.pos);
