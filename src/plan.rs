@@ -159,15 +159,8 @@ pub fn plan<'c>(
 ) -> Plan<'c> {
     let layout = config.cache.enabled || config.routes.all().any(|r| r.reject_system_messages);
     let facts = match body {
-        Some(bytes) if !bytes.is_empty() => {
-            let content_type = header("content-type");
-            let encoding = header("content-encoding");
-            match request::declared(content_type.as_deref(), encoding.as_deref()) {
-                Some(issue) => Err(issue),
-                None => request::inspect(bytes, layout),
-            }
-        }
-        _ => Err(BodyIssue::Empty),
+        Some(bytes) => request::read(bytes, header, layout),
+        None => Err(BodyIssue::Empty),
     };
     let mut plan = Plan {
         route: None,

@@ -125,6 +125,24 @@ pub fn declared(content_type: Option<&str>, content_encoding: Option<&str>) -> O
     (!json).then_some(BodyIssue::ContentType)
 }
 
+/// The facts of a body as its headers declare it: an empty body has none, a compressed or
+/// non-JSON one is not read (see [`declared`]), any other is inspected.
+pub fn read(
+    body: &[u8],
+    header: &mut dyn FnMut(&str) -> Option<String>,
+    layout: bool,
+) -> Result<BodyFacts, BodyIssue> {
+    if body.is_empty() {
+        return Err(BodyIssue::Empty);
+    }
+    let content_type = header("content-type");
+    let encoding = header("content-encoding");
+    match declared(content_type.as_deref(), encoding.as_deref()) {
+        Some(issue) => Err(issue),
+        None => inspect(body, layout),
+    }
+}
+
 /// Top-level keys the gateway reads or edits. Each may appear once: with two, the gateway and
 /// the upstream could act on different ones (a JSON parser keeps the last, the scanner sees both).
 const READ_KEYS: [&str; 7] = [
@@ -289,6 +307,20 @@ mod tests {
         ] {
             assert_eq!(declared(ct, ce), Some(want), "{ct:?} {ce:?}");
         }
+    }
+
+    #[test]
+    fn read_takes_the_headers_word_before_the_bytes() {
+        let body = br#"{"model":"m"}"#;
+        let mut headers = |gzip: bool| {
+            move |name: &str| (gzip && name == "content-encoding").then(|| "gzip".to_owned())
+        };
+        assert_eq!(read(body, &mut headers(false), false).unwrap().model, "m");
+        assert_eq!(
+            read(body, &mut headers(true), false),
+            Err(BodyIssue::ContentEncoding)
+        );
+        assert_eq!(read(b"", &mut headers(false), false), Err(BodyIssue::Empty));
     }
 
     #[test]

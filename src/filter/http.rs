@@ -16,7 +16,7 @@ use crate::keys;
 use crate::keys::access::{self, Asks};
 use crate::metrics;
 use crate::plan::{self, HeaderOp, Reply};
-use crate::request::{BodyIssue, Endpoint};
+use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
 use crate::routing::Route;
 use crate::session;
 use crate::splice;
@@ -282,18 +282,8 @@ impl Http {
         let path = self.seen.path.clone();
         let mut header = |name: &str| self.cached_header(name);
         let plan = plan::plan(config, endpoint, &path, body, &mut header);
-        match &plan.body {
-            Ok(facts) => {
-                self.seen.model = Some(facts.model.clone());
-                self.seen.stream = Some(facts.stream);
-                self.seen.user_id = facts.user_id.clone();
-            }
-            Err(_) if observe_later => {}
-            Err(issue) => {
-                self.seen.body_issue = Some(*issue);
-                self.stats.add(&metrics::body_passthrough(*issue), 1);
-                log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
-            }
+        if !observe_later {
+            self.note_body(&plan.body);
         }
         if let Some(r) = &plan.reply {
             self.reply(plan.route, r);
@@ -395,15 +385,22 @@ impl Http {
         let Some(body) = self.observed.take() else {
             return;
         };
-        match crate::request::inspect(&body, false) {
+        let facts = request::read(&body, &mut |name| self.cached_header(name), false);
+        self.note_body(&facts);
+    }
+
+    /// Records what the body says for the audit record, or why it was not read.
+    fn note_body(&mut self, facts: &Result<BodyFacts, BodyIssue>) {
+        match facts {
             Ok(facts) => {
-                self.seen.model = Some(facts.model);
+                self.seen.model = Some(facts.model.clone());
                 self.seen.stream = Some(facts.stream);
-                self.seen.user_id = facts.user_id;
+                self.seen.user_id = facts.user_id.clone();
             }
             Err(issue) => {
-                self.seen.body_issue = Some(issue);
-                self.stats.add(&metrics::body_passthrough(issue), 1);
+                self.seen.body_issue = Some(*issue);
+                self.stats.add(&metrics::body_passthrough(*issue), 1);
+                log::debug!("#{} body forwarded untouched: {}", self.id, issue.as_str());
             }
         }
     }
@@ -623,11 +620,12 @@ impl HttpContext for Http {
         if self.seen.method.is_empty() {
             // Envoy ended the request before this filter saw its headers (the buffer filter in
             // front refused the body, or the client left mid-upload): name it in the record.
-            self.seen.method = self.request_header(":method").unwrap_or_default();
-            self.seen.path = self.request_header(":path").unwrap_or_default();
+            self.load_headers();
+            self.seen.method = self.cached_header(":method").unwrap_or_default();
+            self.seen.path = self.cached_header(":path").unwrap_or_default();
             self.seen.endpoint = Endpoint::classify(&self.seen.method, &self.seen.path);
             if self.seen.endpoint.is_some() {
-                self.seen.session_header = self.request_header("x-claude-code-session-id");
+                self.seen.session_header = self.cached_header("x-claude-code-session-id");
             }
         }
         let status = self.status.or_else(|| {

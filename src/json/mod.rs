@@ -212,18 +212,13 @@ impl<'a> Scanner<'a> {
     pub fn string(&mut self) -> Result<Str> {
         self.expect(b'"')?;
         let start = self.pos;
-        // Keys and block types end within 16 bytes, with nothing to decode or reject before.
-        if let Some(head) = self.buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
-            let (quotes, stops) = block::quotes_and_stops_16(head);
-            if quotes != 0 && quotes.trailing_zeros() < stops.trailing_zeros() {
-                let end = start + quotes.trailing_zeros() as usize;
-                self.pos = end + 1;
-                let span = Span { start, end };
-                return Ok(Str {
-                    span,
-                    escaped: false,
-                });
-            }
+        if let Some(end) = self.short_end(start, true) {
+            self.pos = end + 1;
+            let span = Span { start, end };
+            return Ok(Str {
+                span,
+                escaped: false,
+            });
         }
         let mut escaped = false;
         loop {
@@ -256,14 +251,9 @@ impl<'a> Scanner<'a> {
     pub fn skip_string(&mut self) -> Result<Span> {
         self.expect(b'"')?;
         let start = self.pos;
-        // Keys and block types end within 16 bytes: a quote before any backslash ends them.
-        if let Some(head) = self.buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
-            let (quotes, backslashes) = block::quotes_and_backslashes_16(head);
-            if quotes != 0 && quotes.trailing_zeros() < backslashes.trailing_zeros() {
-                let end = start + quotes.trailing_zeros() as usize;
-                self.pos = end + 1;
-                return Ok(Span { start, end });
-            }
+        if let Some(end) = self.short_end(start, false) {
+            self.pos = end + 1;
+            return Ok(Span { start, end });
         }
         let mut at = start;
         let mut carry = false;
@@ -285,6 +275,20 @@ impl<'a> Scanner<'a> {
             }
             at += block::LEN;
         }
+    }
+
+    /// Keys and block types end within 16 bytes: where the string starting at `start` ends, if
+    /// its quote comes there before any backslash (and, when `validated`, any control byte),
+    /// found with one vector compare.
+    fn short_end(&self, start: usize, validated: bool) -> Option<usize> {
+        let head = self.buf.get(start..)?.first_chunk::<16>()?;
+        let (quotes, stops) = if validated {
+            block::quotes_and_stops_16(head)
+        } else {
+            block::quotes_and_backslashes_16(head)
+        };
+        (quotes != 0 && quotes.trailing_zeros() < stops.trailing_zeros())
+            .then(|| start + quotes.trailing_zeros() as usize)
     }
 
     fn escape(&mut self) -> Result<()> {
