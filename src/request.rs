@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn read_takes_the_headers_word_before_the_bytes() {
         let body = br#"{"model":"m"}"#;
-        let mut headers = |gzip: bool| {
+        let headers = |gzip: bool| {
             move |name: &str| (gzip && name == "content-encoding").then(|| "gzip".to_owned())
         };
         assert_eq!(read(body, &mut headers(false), false).unwrap().model, "m");
