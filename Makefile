@@ -180,7 +180,8 @@ fuzz: fuzz-seeds ## run each cargo-fuzz target for FUZZ_SECONDS, fail on any cra
 # The smoke pass works on stable alone (CI): the targets' bodies over their seeds and mutations.
 # Where nightly and cargo-fuzz are already installed, each libFuzzer binary also runs briefly
 # (never installed or downloaded here: `rustup toolchain list` first, so rustup fetches nothing).
-HAVE_CARGO_FUZZ := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' \
+# Evaluated only where used (`=`), so other targets do not run rustup and cargo.
+HAVE_CARGO_FUZZ = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' \
 	&& cargo +nightly fuzz --version >/dev/null 2>&1 && echo yes)
 .PHONY: fuzz-smoke
 fuzz-smoke: ## a few seconds of each fuzz target (stable; plus libFuzzer when nightly cargo-fuzz is installed)

@@ -327,6 +327,8 @@ const STAMP: &str = "@stamp@";
 fn serve_sse(stream: TcpStream, events: usize, gap: Duration) {
     stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream);
+    // Built once: each delta is stamped when it is written, after the gap.
+    let answer = bodies::sse_answer("claude-opus-4-8", events, |_| STAMP.to_owned());
     loop {
         let mut length = 0usize;
         let mut line = String::new();
@@ -349,10 +351,8 @@ fn serve_sse(stream: TcpStream, events: usize, gap: Duration) {
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
         )
         .unwrap();
-        // Each delta is stamped when it is written, after the gap.
-        let answer = bodies::sse_answer("claude-opus-4-8", events, |_| STAMP.to_owned());
-        for (i, event) in answer.into_iter().enumerate() {
-            let event = match find(&event, STAMP.as_bytes()) {
+        for (i, event) in answer.iter().enumerate() {
+            let event = match find(event, STAMP.as_bytes()) {
                 Some(at) => {
                     if i > 2 {
                         std::thread::sleep(gap);
@@ -362,7 +362,7 @@ fn serve_sse(stream: TcpStream, events: usize, gap: Duration) {
                     stamped.extend_from_slice(&event[at + STAMP.len()..]);
                     stamped
                 }
-                None => event,
+                None => event.clone(),
             };
             let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
             chunk.extend_from_slice(&event);

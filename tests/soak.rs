@@ -361,17 +361,6 @@ fn prometheus(gw: &Gateway) -> ([u64; 5], u64) {
     (tokens, requests)
 }
 
-fn gauge(gw: &Gateway, name: &str) -> u64 {
-    let text = gw
-        .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split_once(": "))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -443,7 +432,7 @@ fn soak_reconciles_every_token_and_request() {
     while workers.iter().any(|w| !w.is_finished()) {
         if warm.is_none() && done.load(Ordering::SeqCst) >= warm_up {
             warm = Some((
-                gauge(&gw, "wasmcustom.claude_gateway.vm_memory_bytes"),
+                gw.counter("wasmcustom.claude_gateway.vm_memory_bytes"),
                 rss_kib(gw.pid()),
             ));
         }
@@ -495,7 +484,7 @@ fn soak_reconciles_every_token_and_request() {
     }
     // The filter reports its memory gauges once a second.
     std::thread::sleep(Duration::from_millis(1100));
-    let end_memory = gauge(&gw, "wasmcustom.claude_gateway.vm_memory_bytes");
+    let end_memory = gw.counter("wasmcustom.claude_gateway.vm_memory_bytes");
     let end_rss = rss_kib(gw.pid());
     let (warm_memory, warm_rss) = warm.unwrap_or((0, 0));
 

@@ -379,18 +379,11 @@ def production() -> str:
     # POST /reopen_logs on the admin port after moving it).
     text = replace(text, "          - name: envoy.access_loggers.stdout\n",
                    "          - name: envoy.access_loggers.file\n")
+    # Both loggers (the filter's record and Envoy's own line) go to the same file.
     text = replace(text, """              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format:
-                text_format_source:""", """              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+""", """              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
               path: /var/log/envoy/audit.log
-              log_format:
-                text_format_source:""")
-    text = replace(text, """              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format:
-                json_format:""", """              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: /var/log/envoy/audit.log
-              log_format:
-                json_format:""")
+""")
     text = replace(text, "              include_request_attempt_count: true\n",
                    "              include_request_attempt_count: true\n" + CORS_POLICY)
     text = replace(text, "          http_filters:\n          - name: envoy.filters.http.buffer\n",

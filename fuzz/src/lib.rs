@@ -14,6 +14,10 @@ use claude_gateway::sse::{Framer, MAX_FIELD};
 use claude_gateway::usage::Extraction;
 use claude_gateway::{splice, sse};
 use serde_json::{Map, Value};
+use std::sync::LazyLock;
+
+/// The built-in price list, built once (it compiles patterns).
+static PRICES: LazyLock<Vec<cost::Price>> = LazyLock::new(cost::list_prices);
 
 /// A target's body.
 pub type Target = fn(&[u8]);
@@ -301,7 +305,6 @@ pub fn usage(data: &[u8]) {
     }
     let mut body = Extraction::new();
     body.on_json(stream);
-    let prices = cost::list_prices();
     for x in [&events, &body] {
         let t = x.tokens();
         let _ = (
@@ -317,10 +320,10 @@ pub fn usage(data: &[u8]) {
             );
         }
         let (searches, _) = x.server_tools();
-        for p in prices
+        for p in PRICES
             .iter()
             .take(3)
-            .chain(x.model.as_deref().and_then(|m| cost::find(&prices, m)))
+            .chain(x.model.as_deref().and_then(|m| cost::find(&PRICES, m)))
         {
             let _ = cost::micro_usd(p, &t, searches);
             let _ = cost::cache_savings_micro_usd(p, &t);

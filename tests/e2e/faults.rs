@@ -43,18 +43,7 @@ fn session(r: &Recorded) -> &str {
 
 /// Waits (bounded) for the audit record of the request sent with session `id`.
 fn record(gw: &Gateway, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = gw
-            .audit_records()
-            .into_iter()
-            .find(|r| r["session.id"] == id);
-        match found {
-            Some(r) => return r,
-            None if Instant::now() > deadline => panic!("no audit record for {id}"),
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    access_line(gw, |v| v["session.id"] == id)
 }
 
 /// The lines of the access log (the filter's records and Envoy's own for requests the filter

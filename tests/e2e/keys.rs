@@ -91,7 +91,8 @@ fn pool_env() -> Run {
         .env("ANTHROPIC_KEY_2", POOL_2)
 }
 
-fn body(model: &str, stream: bool) -> Vec<u8> {
+/// A minimal Messages request body.
+pub(crate) fn body(model: &str, stream: bool) -> Vec<u8> {
     json!({"model":model,"max_tokens":16,"stream":stream,"messages":[{"role":"user","content":"hi"}]})
         .to_string()
         .into_bytes()

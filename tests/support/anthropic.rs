@@ -23,7 +23,7 @@ pub const USAGE: Usage = Usage {
 };
 
 fn event(name: &str, data: serde_json::Value) -> Vec<u8> {
-    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+    super::bodies::sse_event(name, &data)
 }
 
 /// The events of a streamed text reply, one `Vec` per event, in the API's order.
