@@ -52,6 +52,16 @@ pub struct Updates {
     pub histograms: Vec<(Metric, u64)>,
 }
 
+impl Updates {
+    /// Adds `n` to a counter. A zero changes nothing, so its name is not even built (names are
+    /// formatted strings, and most requests leave several counters at zero).
+    fn count(&mut self, n: u64, metric: impl FnOnce() -> Metric) {
+        if n > 0 {
+            self.counters.push((metric(), n));
+        }
+    }
+}
+
 fn status_class(status: Option<u32>) -> String {
     match status {
         Some(s @ 100..=599) => format!("{}xx", s / 100),
@@ -92,8 +102,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     let duration = millis(f.start_ns, f.end_ns);
 
     if config.usage.enabled && f.endpoint == Some(Endpoint::Messages) {
-        up.counters
-            .push((metrics::requests(labels, &status_class(f.status)), 1));
+        up.count(1, || metrics::requests(labels, &status_class(f.status)));
         for (kind, n) in [
             ("input", tokens.input),
             ("cache_write_5m", tokens.cache_write_5m),
@@ -101,33 +110,30 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
             ("cache_read", tokens.cache_read),
             ("output", tokens.output),
         ] {
-            up.counters.push((metrics::tokens(labels, kind), n));
+            up.count(n, || metrics::tokens(labels, kind));
         }
-        up.counters.push((metrics::cost_micro_usd(labels), cost));
+        up.count(cost, || metrics::cost_micro_usd(labels));
         if price.is_none() && tokens != Tokens::default() {
-            up.counters.push((metrics::cost_unknown_model(labels), 1));
+            up.count(1, || metrics::cost_unknown_model(labels));
         }
-        up.counters.push((
-            metrics::server_tool_requests(labels, "web_search"),
-            web_search,
-        ));
-        up.counters.push((
-            metrics::server_tool_requests(labels, "web_fetch"),
-            web_fetch,
-        ));
+        up.count(web_search, || {
+            metrics::server_tool_requests(labels, "web_search")
+        });
+        up.count(web_fetch, || {
+            metrics::server_tool_requests(labels, "web_fetch")
+        });
         if let Some(phase) = error_phase {
             let kind = error_type.as_deref().unwrap_or("other");
-            up.counters.push((metrics::errors(labels, kind, phase), 1));
+            up.count(1, || metrics::errors(labels, kind, phase));
         }
         if let Some(s) = usage_status {
-            up.counters.push((metrics::usage_extraction(s), 1));
+            up.count(1, || metrics::usage_extraction(s));
         }
         if let Some(ms) = ttft {
             up.histograms.push((metrics::ttft_ms(labels), ms));
         }
         up.histograms.push((metrics::duration_ms(labels), duration));
     }
-    up.counters.retain(|(_, n)| *n > 0);
 
     let short = |s: Option<&str>| s.map(|s| s.chars().take(128).collect::<String>());
     let record = Record {
