@@ -41,17 +41,35 @@ pub fn reply(id: u32, stats: &Stats, r: &Reply) {
     }
 }
 
+/// A response's headers, read from Envoy in one host call (a lookup each would cost one each).
+pub struct ResponseHeaders(Vec<(String, String)>);
+
+impl ResponseHeaders {
+    pub fn load(id: u32) -> ResponseHeaders {
+        ResponseHeaders(host::response_headers().unwrap_or_else(|e| {
+            log::debug!("#{id} {e}");
+            Vec::new()
+        }))
+    }
+
+    /// The first value of `name` (lower case, as Envoy keeps names).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.get(":status").and_then(|s| s.parse().ok())
+    }
+}
+
 /// Learns from the response's status and rate-limit headers about key `k` of `p` (shared by
 /// every worker), counting a cooldown it starts.
-pub fn learn_key(stats: &Stats, p: &pool::Pool, k: usize) {
-    let status = host::response_header(":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let observed = pool::observe(status, &mut |name| {
-        host::response_header(name).ok().flatten()
-    });
+pub fn learn_key(stats: &Stats, p: &pool::Pool, k: usize, headers: &ResponseHeaders) {
+    let status = headers.status().unwrap_or(0);
+    let observed = pool::observe(status, &mut |name| headers.get(name).map(str::to_owned));
     if access::learn(p, k, &observed, &EnvoyStore, now_ms()) {
         if let Some(key) = p.keys.get(k) {
             stats.add(&metrics::key_cooldowns(&p.name, &key.alias), 1);

@@ -228,9 +228,18 @@ pub fn set_property(path: &[&str], value: &[u8]) -> HostResult<()> {
 
 /// Every request header, in one host call (instead of one per name).
 pub fn request_headers() -> HostResult<Vec<(String, String)>> {
+    headers(REQUEST_HEADERS)
+}
+
+/// Every response header, in one host call.
+pub fn response_headers() -> HostResult<Vec<(String, String)>> {
+    headers(RESPONSE_HEADERS)
+}
+
+fn headers(map: u32) -> HostResult<Vec<(String, String)>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid out-pointers.
-    let status = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
     check("get_header_map_pairs", status)?;
     Ok(take(data, size).map_or_else(Vec::new, |bytes| header_pairs::decode(&bytes)))
 }
@@ -356,10 +365,6 @@ pub fn remove_response_header(name: &str) -> HostResult<()> {
     check("remove_header", unsafe {
         proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len())
     })
-}
-
-pub fn response_header(name: &str) -> HostResult<Option<String>> {
-    header(RESPONSE_HEADERS, name)
 }
 
 pub fn response_body(start: usize, len: usize) -> HostResult<Vec<u8>> {

@@ -3,7 +3,7 @@
 //! passes straight through. Responses are observed chunk by chunk and never paused; the
 //! request is accounted for in `on_log`, which also runs for aborted streams.
 
-use super::effects;
+use super::effects::{self, ResponseHeaders};
 use super::host;
 use super::stats::Stats;
 use super::store::EnvoyStore;
@@ -441,14 +441,14 @@ impl Http {
     /// The pool key that served the response: the upstream instance names it in a header
     /// (removed here) after learning from the response; without an upstream instance, this
     /// instance learns from the final response itself.
-    fn note_key(&mut self) {
+    fn note_key(&mut self, headers: &ResponseHeaders) {
         let (Some(config), Some((p, k))) = (self.config.clone(), self.seen.key) else {
             return;
         };
         let Some(pool) = config.pools.get(p) else {
             return;
         };
-        match host::response_header(KEY_HEADER).ok().flatten() {
+        match headers.get(KEY_HEADER) {
             Some(alias) => {
                 let _ = host::remove_response_header(KEY_HEADER);
                 self.seen.key_alias = pool
@@ -458,7 +458,7 @@ impl Http {
                     .map(|key| key.alias.clone());
             }
             None => {
-                effects::learn_key(&self.stats, pool, k);
+                effects::learn_key(&self.stats, pool, k, headers);
                 self.seen.key_alias = pool.keys.get(k).map(|key| key.alias.clone());
             }
         }
@@ -563,20 +563,15 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        self.status = host::response_header(":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok());
-        self.note_key();
+        let headers = ResponseHeaders::load(self.id);
+        self.status = headers.status().map(u32::from);
+        self.note_key(&headers);
         let read = self.seen.endpoint == Some(Endpoint::Messages)
             && self.config.as_ref().is_some_and(|c| c.usage.enabled);
         if !read {
             return Action::Continue;
         }
-        let content_type = host::response_header("content-type")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let content_type = headers.get("content-type").unwrap_or_default();
         self.reader = if content_type.starts_with("text/event-stream") {
             Reader::Events(Framer::new())
         } else {

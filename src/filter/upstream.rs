@@ -4,7 +4,7 @@
 //! another key, so the client's request succeeds on key B after key A was rate limited. It
 //! also reports the key that served the final response to the downstream instance.
 
-use super::effects;
+use super::effects::{self, ResponseHeaders};
 use super::host;
 use super::stats::Stats;
 use super::store::EnvoyStore;
@@ -130,7 +130,7 @@ impl HttpContext for Upstream {
         let Some(pool) = config.pools.get(p) else {
             return Action::Continue;
         };
-        effects::learn_key(&self.stats, pool, k);
+        effects::learn_key(&self.stats, pool, k, &ResponseHeaders::load(self.id));
         if let Some(key) = pool.keys.get(k) {
             if let Err(e) = host::set_response_header(KEY_HEADER, &key.alias) {
                 log::warn!("#{} {e}", self.id);
