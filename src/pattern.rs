@@ -106,6 +106,11 @@ mod tests {
         assert!(!m("a*b*c", "a-c-b"));
         assert!(!m("ab*ab", "ab"));
         assert!(m("ab*ab", "abab"));
+        // The infix search restarts after a partial match, and finds an infix at the very end.
+        assert!(m("*aab*", "aaab"));
+        assert!(m("x*aab*", "xaaab"));
+        assert!(!m("*aab*", "aa"));
+        assert!(m("*-4-5*", "-4-5"));
     }
 
     #[test]
