@@ -4,11 +4,10 @@
 
 use crate::support::anthropic;
 use crate::support::bootstrap::Bootstrap;
-use crate::support::envoy::{self, Gateway, Run, python_bin, repo};
+use crate::support::envoy::{self, Gateway, Run, repo};
 use crate::support::mock::{Mock, Recorded};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -116,12 +115,10 @@ fn the_production_example_terminates_tls_answers_cors_and_logs_to_a_file() {
     let dir = std::env::temp_dir().join(format!("claude-gateway-prod-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let tls = dir.join("tls");
-    let ok = Command::new(python_bin())
-        .arg(repo().join("deploy/tools/selfsigned.py"))
-        .arg(&tls)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    envoy::python(
+        &[repo().join("deploy/tools/selfsigned.py"), tls.clone()],
+        &[],
+    );
     let audit = dir.join("audit.log");
     let text = std::fs::read_to_string(repo().join("envoy/examples/production.yaml"))
         .unwrap()
@@ -164,17 +161,18 @@ print(json.dumps({
                   "messages": [{"role": "user", "content": "hi"}]})),
 }))
 "#;
-    let out = Command::new(python_bin())
-        .args(["-c", script, &gw.port.to_string()])
-        .arg(tls.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let port = gw.port.to_string();
+    let cert = tls.join("cert.pem");
+    let out = envoy::python(
+        &[
+            "-c".as_ref(),
+            script.as_ref(),
+            port.as_ref(),
+            cert.as_os_str(),
+        ],
+        &[],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(r["health"]["status"], 200);
     let pre = &r["preflight"];
     assert_eq!(pre["status"], 200, "{pre}");

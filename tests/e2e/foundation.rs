@@ -2,12 +2,11 @@
 //! buffered, large bodies fit, errors and other endpoints pass through.
 
 use crate::support::anthropic::{self, USAGE};
-use crate::support::envoy::{self, Gateway, Started, python_bin, repo};
+use crate::support::envoy::{self, Gateway, Started, repo};
 use crate::support::mock::{Gate, Mock, Reply, Step};
 use crate::support::{bodies, client, h2_client};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -454,17 +453,11 @@ fn an_upstream_reset_mid_stream_ends_the_clients_stream_and_the_gateway_keeps_se
 #[test]
 fn the_official_python_sdk_works_through_the_gateway() {
     let (mock, gw) = gateway();
-    let out = Command::new(python_bin())
-        .arg(repo().join("tests/e2e/sdk_client.py"))
-        .env("GATEWAY_URL", gw.url(""))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sdk_client.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = envoy::python(
+        &[repo().join("tests/e2e/sdk_client.py")],
+        &[("GATEWAY_URL", &gw.url(""))],
     );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let text = anthropic::reply_text("anthropic");
     assert_eq!(got["text"], text.as_str());
     assert_eq!(got["stream_text"], text.as_str());

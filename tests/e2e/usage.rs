@@ -2,13 +2,12 @@
 //! report must equal the mock upstream's numbers exactly, whatever happened to each stream.
 
 use crate::support::client;
-use crate::support::envoy::{self, Gateway, python_bin, repo};
+use crate::support::envoy::{self, Gateway, repo};
 use crate::support::mock::{Gate, Mock, Recorded, Reply, Step};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -315,18 +314,15 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
     );
 
     // The warehouse report over the same access log.
-    let out = Command::new(python_bin())
-        .arg(repo().join("report/report.py"))
-        .arg(gw.access_log_path())
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = envoy::python(
+        &[
+            repo().join("report/report.py"),
+            gw.access_log_path(),
+            "--json".into(),
+        ],
+        &[],
     );
-    let rows: Vec<Value> = String::from_utf8(out.stdout)
+    let rows: Vec<Value> = String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

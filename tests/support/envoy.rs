@@ -50,6 +50,25 @@ pub fn python_bin() -> PathBuf {
     )
 }
 
+/// Runs the venv's Python with `args` (and `env`), failing the test with its stderr unless it
+/// succeeds; returns its standard output.
+pub fn python<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Vec<u8> {
+    let out = Command::new(python_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python {:?} failed:\n{}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The shipped bootstrap with its `anthropic` cluster pointed at a local mock on `port` and
 /// the given plugin configuration.
 pub fn bootstrap(upstream_port: u16, plugin_config: &str) -> Bootstrap {
