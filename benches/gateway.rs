@@ -61,7 +61,7 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 5] = ["bare", "floor", "off", "default", "on"];
+const MODES: [&str; 6] = ["bare", "floor", "floor_rw", "off", "default", "on"];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
 /// pool key, usage accounting and the audit record (all defaults but routing and keys).
@@ -108,10 +108,10 @@ fn default_config() -> String {
     json!({"default_route": {"name": "plain", "cluster": "plain"}}).to_string()
 }
 
-/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with five
-/// listeners in front of `upstream`: "on" (the example's own), "default", "off", "floor" (the
-/// floor module) and "bare" (no wasm filter); all but "on" go to a cluster without the upstream
-/// filter.
+/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with six
+/// listeners in front of `upstream`: "on" (the example's own), "default", "off", "floor" and
+/// "floor_rw" (the floor module, reading or also writing back the body) and "bare" (no wasm
+/// filter); all but "on" go to a cluster without the upstream filter.
 fn bootstrap(upstream: u16) -> Bootstrap {
     let mut b =
         support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
@@ -120,7 +120,8 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .add_bare_listener("mode-bare", "plain")
         .add_configured_listener("mode-off", &off_config())
         .add_configured_listener("mode-default", &default_config())
-        .add_module_listener("mode-floor", &floor_module());
+        .add_module_listener("mode-floor", &floor_module(), "")
+        .add_module_listener("mode-floor_rw", &floor_module(), "rewrite");
     b
 }
 
@@ -136,7 +137,7 @@ fn run(concurrency: u32, cpus: Vec<usize>) -> Run {
 }
 
 /// Listener ports by mode, in `MODES` order.
-fn ports(gw: &Gateway) -> [u16; 5] {
+fn ports(gw: &Gateway) -> [u16; MODES.len()] {
     MODES.map(|m| {
         if m == "on" {
             gw.port
@@ -430,7 +431,7 @@ fn streaming(gw_cpus: Vec<usize>, other: &[usize]) -> Value {
     );
     for (label, size, streams) in [("50 KiB", 50 << 10, 30), ("512 KiB", 512 << 10, 30)] {
         let body = bodies::claude_code("claude-opus-4-8", true, size);
-        let mut conns = [ports[0], ports[4]].map(|p| Conn::new(p, &body));
+        let mut conns = [ports[0], ports[MODES.len() - 1]].map(|p| Conn::new(p, &body));
         let mut ttfb: [Samples; 2] = Default::default();
         let mut delay: [Samples; 2] = Default::default();
         for c in &mut conns {

@@ -41,13 +41,16 @@ def main(d: Path):
     native, v8, gw = core(d / "core-native.txt"), core(d / "core-v8.txt"), json.loads((d / "gateway.json").read_text())
     print(f"\nmachine: {machine()}")
     print("\nEnvoy CPU per request (one worker) and client latency; floor = a wasm filter that only holds")
-    print("the request and copies its body into the VM (benches/floor); off / default / on = the gateway with")
+    print("the request and copies its body into the VM (benches/floor); floor rw = the same filter also writing")
+    print("the body back as a marker injected near its end requires; off / default / on = the gateway with")
     print("every feature off / its default configuration (injection, usage, audit) / everything on.")
-    print("\n| body | bare µs | floor µs | off µs | default µs | on µs | floor | off | default | on | p50 ms bare / on | p99 ms bare / on |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| body | bare µs | floor µs | floor rw µs | off µs | default µs | on µs | floor | floor rw | off | default | on "
+          "| p50 ms bare / on | p99 ms bare / on |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for g in gw["cpu"]:
-        print(f"| {g['body']} | {g['bare_cpu_us']:.0f} | {g['floor_cpu_us']:.0f} | {g['off_cpu_us']:.0f} | {g['default_cpu_us']:.0f} "
-              f"| {g['on_cpu_us']:.0f} | {g['ratio_floor']:.2f}x | {g['ratio_off']:.2f}x | {g['ratio_default']:.2f}x | {g['ratio_on']:.2f}x "
+        print(f"| {g['body']} | {g['bare_cpu_us']:.0f} | {g['floor_cpu_us']:.0f} | {g['floor_rw_cpu_us']:.0f} | {g['off_cpu_us']:.0f} "
+              f"| {g['default_cpu_us']:.0f} | {g['on_cpu_us']:.0f} | {g['ratio_floor']:.2f}x | {g['ratio_floor_rw']:.2f}x "
+              f"| {g['ratio_off']:.2f}x | {g['ratio_default']:.2f}x | {g['ratio_on']:.2f}x "
               f"| {g['bare_p50_ms']:.2f} / {g['on_p50_ms']:.2f} | {g['bare_p99_ms']:.2f} / {g['on_p99_ms']:.2f} |")
     print("\n| body | scan MB/s native / V8 | inspect MB/s native / V8 | rewrite MB/s native / V8 |")
     print("|---|---|---|---|")
@@ -64,7 +67,7 @@ def main(d: Path):
               f"max bare {r['event_delay_bare_max_ms']:.3f} / on {r['event_delay_on_max_ms']:.3f} ms")
     t = gw["throughput"]
     print(f"throughput (c={t['concurrency']}, {t['workers']} workers, {t['body']}): bare {t['bare_rps']:.0f} req/s, "
-          f"floor {t['floor_rps']:.0f}, off {t['off_rps']:.0f}, default {t['default_rps']:.0f}, on {t['on_rps']:.0f} req/s; "
+          f"floor {t['floor_rps']:.0f}, floor rw {t['floor_rw_rps']:.0f}, off {t['off_rps']:.0f}, default {t['default_rps']:.0f}, on {t['on_rps']:.0f} req/s; "
           f"on/bare {t['ratio']:.2f}x")
     m = gw["memory"]
     mib = lambda b: b / (1 << 20)

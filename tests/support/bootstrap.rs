@@ -227,14 +227,16 @@ impl Bootstrap {
         taken
     }
 
-    /// Adds a copy of the first listener whose wasm filter runs another module, in its own VM
-    /// (benchmarks compare the gateway with the least a wasm filter can do).
-    pub fn add_module_listener(&mut self, name: &str, path: &str) -> &mut Self {
+    /// Adds a copy of the first listener whose wasm filter runs another module, in its own VM,
+    /// with the given plugin configuration (benchmarks compare the gateway with the least a
+    /// wasm filter can do).
+    pub fn add_module_listener(&mut self, name: &str, path: &str, json: &str) -> &mut Self {
         let mut copy = self.listener_copy(name);
         wasm_configs_in(&mut copy, &mut |config| {
             let vm = key(config, "vm_config");
             *key(vm, "vm_id") = Value::from(OTHER_VM);
             *key(vm, "code") = module(path);
+            set_plugin_config(config, json);
         });
         self.listeners().push(copy);
         self
