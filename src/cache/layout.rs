@@ -139,6 +139,8 @@ enum Kind {
 struct Walk<'a> {
     body: &'a [u8],
     markers: &'a mut Vec<(Pos, Ttl)>,
+    /// Skip message contents without markers (always, but in the test that checks it).
+    skip: bool,
 }
 
 impl Walk<'_> {
@@ -261,10 +263,13 @@ impl Walk<'_> {
         }
     }
 
-    /// Reads one message; returns its role and its content.
-    fn message(&mut self, s: &mut Scanner, i: usize) -> Result<(Role, Content)> {
+    /// Reads one message; returns its role and its content, or where its content starts when
+    /// that is a block array without any `cache_control`: most of a conversation's bytes, which
+    /// are then skipped at scanning speed and read block by block only if the message turns out
+    /// to be one of the last two user turns (see [`Walk::unread`]).
+    fn message(&mut self, s: &mut Scanner, i: usize) -> Result<(Role, Seen)> {
         let mut role = Role::Other;
-        let mut content = Content::Other;
+        let mut content = Seen::Read(Content::Other);
         if s.peek()? != b'{' {
             s.value()?;
             return Ok((role, content));
@@ -286,13 +291,42 @@ impl Walk<'_> {
                     Role::Other
                 };
             } else if key.matches(self.body, "content") {
-                content = self.content(s, Kind::Message, 2, i)?;
+                let start = s.pos();
+                content = if s.peek()? != b'[' {
+                    Seen::Read(self.content(s, Kind::Message, 2, i)?)
+                } else if !self.skip || s.value_has_key("cache_control")? {
+                    s.seek(start);
+                    Seen::Read(self.content(s, Kind::Message, 2, i)?)
+                } else {
+                    Seen::Skipped(start)
+                };
             } else {
                 s.value()?;
             }
         }
         Ok((role, content))
     }
+
+    /// The content of a user turn whose blocks were skipped (it has no markers to collect).
+    fn unread(&mut self, s: &mut Scanner, turn: Option<(usize, Seen)>) -> Result<Option<UserTurn>> {
+        let Some((index, content)) = turn else {
+            return Ok(None);
+        };
+        let content = match content {
+            Seen::Read(c) => c,
+            Seen::Skipped(start) => {
+                s.seek(start);
+                self.content(s, Kind::Message, 2, index)?
+            }
+        };
+        Ok(Some(UserTurn { index, content }))
+    }
+}
+
+/// A message's content as the walk left it: read, or skipped from this offset.
+enum Seen {
+    Read(Content),
+    Skipped(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,10 +340,15 @@ impl Layout {
     /// Reads the value of a top-level key if it is one the cache planner needs, and returns
     /// whether it was (otherwise the caller skips the value). The cursor is at the value.
     pub fn read_member(&mut self, s: &mut Scanner, body: &[u8], key: &Str) -> Result<bool> {
+        self.read(s, body, key, true)
+    }
+
+    fn read(&mut self, s: &mut Scanner, body: &[u8], key: &Str, skip: bool) -> Result<bool> {
         let start = s.pos();
         let mut w = Walk {
             body,
             markers: &mut self.markers,
+            skip,
         };
         if key.matches(body, "tools") {
             if s.peek()? != b'[' {
@@ -336,14 +375,17 @@ impl Layout {
                 match w.message(s, i)? {
                     (Role::User, content) => {
                         previous = last;
-                        last = Some(UserTurn { index: i, content });
+                        last = Some((i, content));
                     }
                     (Role::System, _) => self.system_messages += 1,
                     (Role::Other, _) => {}
                 }
                 i += 1;
             }
-            self.messages = Some((span_from(start, s), last, previous));
+            let span = span_from(start, s);
+            let (last, previous) = (w.unread(s, last)?, w.unread(s, previous)?);
+            s.seek(span.end);
+            self.messages = Some((span, last, previous));
         } else if key.matches(body, "cache_control") {
             self.top_level = Some(marker(s, body)?);
         } else {
@@ -365,16 +407,102 @@ mod tests {
     use super::*;
 
     fn layout(body: &str) -> Layout {
+        walked(body, true).unwrap()
+    }
+
+    /// The layout of `body`, skipping unmarked message contents or walking every block.
+    fn walked(body: &str, skip: bool) -> Result<Layout> {
         let b = body.as_bytes();
         let mut s = Scanner::new(b);
         let mut l = Layout::default();
-        let mut obj = s.enter_object().unwrap();
-        while let Some(k) = s.next_key(&mut obj).unwrap() {
-            if !l.read_member(&mut s, b, &k).unwrap() {
-                s.value().unwrap();
+        let mut obj = s.enter_object()?;
+        while let Some(k) = s.next_key(&mut obj)? {
+            if !l.read(&mut s, b, &k, skip)? {
+                s.value()?;
             }
         }
-        l
+        s.finish()?;
+        Ok(l)
+    }
+
+    /// Message contents as Claude Code and the SDKs send them, with markers (plain, 1h, on
+    /// tool-result sub-blocks, behind an escaped key), look-alikes that are not markers, and
+    /// whitespace between tokens.
+    fn conversation() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let block = prop_oneof![
+            Just(r#"{"type":"text","text":"a \"quoted\" line\n"}"#),
+            Just(r#"{"type":"text","text":" \n"}"#),
+            Just(r#"{"type":"thinking","thinking":"t","signature":"s"}"#),
+            Just(
+                r#"{"type":"tool_use","id":"t","name":"Bash","input":{"cache_control":{"ttl":"1h"}}}"#
+            ),
+            Just(r#"{"type":"tool_result","tool_use_id":"t","content":"cache_control"}"#),
+            Just(
+                r#"{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r","cache_control":{"type":"ephemeral"}}]}"#
+            ),
+            Just(
+                r#"{"type":"image","source":{"data":"AAAA"},"cache_control":{"type":"ephemeral","ttl":"1h"}}"#
+            ),
+            Just(
+                r#"{ "type" : "text" , "text" : "x" , "cache_control" : { "type" : "ephemeral" } }"#
+            ),
+            Just(r#"{"type":"text","text":"x","cache\u005fcontrol":{"type":"ephemeral"}}"#),
+            Just(r#"{"type":"text","text":"x","long\u005fkey\u005fname":1}"#),
+            Just(r#""not a block""#),
+        ];
+        let content = prop_oneof![
+            Just(r#""plain text""#.to_owned()),
+            Just("null".to_owned()),
+            prop::collection::vec(block, 0..4).prop_map(|b| format!("[{}]", b.join(","))),
+        ];
+        let role = prop_oneof![Just("user"), Just("assistant"), Just("system")];
+        let message = (role, content, any::<bool>()).prop_map(|(r, c, role_first)| {
+            if role_first {
+                format!(r#"{{"role":"{r}","content":{c}}}"#)
+            } else {
+                format!(r#"{{"content":{c}, "role":"{r}"}}"#)
+            }
+        });
+        prop::collection::vec(message, 0..8).prop_map(|m| {
+            format!(
+                r#"{{"model":"m","messages":[{}],"system":"s"}}"#,
+                m.join(", ")
+            )
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_unmarked_contents_changes_nothing(body in conversation()) {
+            let skipped = walked(&body, true).unwrap();
+            proptest::prop_assert_eq!(&skipped, &walked(&body, false).unwrap(), "{}", body);
+        }
+    }
+
+    #[test]
+    fn markers_in_early_messages_are_counted() {
+        let l = layout(
+            r#"{"messages":[
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r","cache_control":{"type":"ephemeral"}}]}]},
+              {"role":"assistant","content":[{"type":"text","text":"x","cache\u005fcontrol":{"type":"ephemeral","ttl":"1h"}}]},
+              {"role":"user","content":[{"type":"text","text":"q"}]},
+              {"role":"user","content":[{"type":"text","text":"a"},{"type":"thinking"}]}]}"#,
+        );
+        assert_eq!(
+            l.markers,
+            [
+                ((2, 0, 0, 1), Ttl::FiveMinutes),
+                ((2, 1, 0, 0), Ttl::OneHour)
+            ]
+        );
+        let (span, last, previous) = l.messages.unwrap();
+        let Content::Blocks { target, last: end } = last.unwrap().content else {
+            panic!()
+        };
+        assert_eq!((target.unwrap().0, end.unwrap().0), (0, 1));
+        assert_eq!(previous.unwrap().index, 2);
+        assert!(!span.is_empty());
     }
 
     #[test]

@@ -392,9 +392,38 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Skips an object or array without recursion or allocation: `levels` records, per open
-    /// level, whether it is an object (members need a key) or an array.
+    /// Moves the cursor to `pos`, to read again a value skipped before.
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
+    }
+
+    /// Skips one value like [`Scanner::value`] and says whether an object inside it has a key
+    /// that may be `key`: `key` itself, or any key at least as long with an escape in it (an
+    /// escape could spell `key`). Just as fast as skipping: the caller reads the value again
+    /// only when it must.
+    pub fn value_has_key(&mut self, key: &str) -> Result<bool> {
+        self.skip_ws();
+        if !matches!(self.byte()?, b'{' | b'[') {
+            self.scalar()?;
+            return Ok(false);
+        }
+        let (buf, key) = (self.buf, key.as_bytes());
+        let mut found = false;
+        self.container_seeing(&mut |span| {
+            let raw = span.of(buf);
+            found |= raw.len() >= key.len() && (raw == key || raw.contains(&b'\\'));
+        })?;
+        Ok(found)
+    }
+
     fn container(&mut self) -> Result<()> {
+        self.container_seeing(&mut |_| {})
+    }
+
+    /// Skips an object or array without recursion or allocation, showing `on_key` the span of
+    /// every object key: `levels` records, per open level, whether it is an object (members
+    /// need a key) or an array.
+    fn container_seeing(&mut self, on_key: &mut impl FnMut(Span)) -> Result<()> {
         let mut levels = Levels::default();
         let mut just_opened;
         // Invariant at the top of the loop: the cursor is at a `{` or `[` to enter.
@@ -428,7 +457,7 @@ impl<'a> Scanner<'a> {
                 }
                 just_opened = false;
                 if is_object {
-                    self.skip_string()?;
+                    on_key(self.skip_string()?);
                     self.expect(b':')?;
                 }
                 self.skip_ws();
@@ -682,6 +711,26 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::TooDeep);
         let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert_eq!(validate(fine.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn finds_keys_inside_skipped_values() {
+        let has = |doc: &str| {
+            let mut s = Scanner::new(doc.as_bytes());
+            let found = s.value_has_key("cache_control").unwrap();
+            s.finish().unwrap();
+            found
+        };
+        assert!(has(r#"[{"a":[{"b":1,"cache_control":{}}]}]"#));
+        assert!(has(r#"{ "cache_control" :null}"#));
+        // An escape could spell the key: reported, the caller reads the value properly.
+        assert!(has(r#"[{"cache\u005fcontrol":{}}]"#));
+        assert!(!has(r#"[{"a\n":{}}]"#), "shorter than the key");
+        assert!(!has(r#"[{"text":"\"cache_control\": 1"},"cache_control"]"#));
+        assert!(!has(r#"[{"cache_controls":1,"xcache_control":2}]"#));
+        assert!(!has(r#""cache_control""#));
+        let mut s = Scanner::new(br#"[{"cache_control":1}"#);
+        assert!(s.value_has_key("cache_control").is_err(), "unterminated");
     }
 
     #[test]
