@@ -113,23 +113,19 @@ fn lane_masks(lane: &[u8; 16]) -> (u16, u16) {
 
 /// The bytes of a block that a backslash escapes. `carry` says whether the block's first byte
 /// is escaped by a backslash at the end of the previous block; it is updated for the next one.
-/// Backslash runs pair up left to right, so only the sparse backslash bits are visited.
+/// Branch-free, whatever the number of backslashes: in a run of them the escaping ones are the
+/// first and every second after it, so a subtraction over the runs that start on an even byte,
+/// with the odd bits flipped around it, marks each escaped byte (the method of simdjson's
+/// string scanner).
 pub fn escaped(backslashes: u64, carry: &mut bool) -> u64 {
-    let mut escaped = u64::from(*carry);
-    // An escaped backslash is a literal one and escapes nothing.
-    let mut pending = backslashes & !escaped;
-    *carry = false;
-    while pending != 0 {
-        let i = pending.trailing_zeros();
-        if i == 63 {
-            *carry = true;
-            break;
-        }
-        let next = 1u64 << (i + 1);
-        escaped |= next;
-        pending &= !((1u64 << i) | next);
-    }
-    escaped
+    const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    let first = u64::from(*carry);
+    // A backslash escaped from the previous block is a literal one.
+    let potential = backslashes & !first;
+    // Per run: the escaped byte after each escaping backslash, and the escaping backslashes.
+    let codes = ((potential << 1) | ODD).wrapping_sub(potential) ^ ODD;
+    *carry = (codes & backslashes) >> 63 != 0;
+    codes ^ (backslashes | first)
 }
 
 #[cfg(test)]
