@@ -292,13 +292,13 @@ impl Walk<'_> {
                 };
             } else if key.matches(self.body, "content") {
                 let start = s.pos();
-                content = if s.peek()? != b'[' {
-                    Seen::Read(self.content(s, Kind::Message, 2, i)?)
-                } else if !self.skip || s.value_has_key("cache_control")? {
+                let unmarked =
+                    self.skip && s.peek()? == b'[' && !s.value_has_key("cache_control")?;
+                content = if unmarked {
+                    Seen::Skipped(start)
+                } else {
                     s.seek(start);
                     Seen::Read(self.content(s, Kind::Message, 2, i)?)
-                } else {
-                    Seen::Skipped(start)
                 };
             } else {
                 s.value()?;
