@@ -15,6 +15,7 @@ pub mod keys;
 pub mod metrics;
 pub mod pattern;
 pub mod plan;
+pub mod proto;
 pub mod request;
 pub mod routing;
 pub mod session;

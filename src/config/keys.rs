@@ -3,7 +3,7 @@
 //! configuration names the variables and never holds a key. Client keys are configured as
 //! SHA-256 digests.
 
-use super::{ConfigError, error, pattern, validate_env_name, validate_label};
+use super::{Amount, ConfigError, error, pattern, validate_env_name, validate_label};
 use crate::keys::pool::{Pool, PoolKey};
 use crate::keys::{Consumer, Limits};
 use serde::Deserialize;
@@ -67,8 +67,8 @@ pub(super) struct RawConsumer {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawBudget {
-    daily_usd: Option<f64>,
-    monthly_usd: Option<f64>,
+    daily_usd: Option<Amount>,
+    monthly_usd: Option<Amount>,
 }
 
 /// A cost center's spend budgets, in micro-USD.
@@ -201,8 +201,8 @@ pub(super) fn compile_budgets(
     for (cc, b) in raw {
         let path = format!("budgets.{cc}");
         validate_label(&path, cc)?;
-        let usd = |field: &str, v: Option<f64>| -> Result<Option<u64>, ConfigError> {
-            v.map(|usd| {
+        let usd = |field: &str, v: Option<Amount>| -> Result<Option<u64>, ConfigError> {
+            v.map(|Amount(usd)| {
                 crate::cost::usd_per_mtok(usd).ok_or_else(|| {
                     error(
                         &format!("{path}.{field}"),

@@ -109,6 +109,30 @@ fn error(path: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// An amount of US dollars. Envoy's YAML loader hands non-integer numbers of a Struct
+/// configuration over as strings (`3.75` arrives as `"3.75"`), so both are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Amount(f64);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Amount(n)),
+            Raw::Text(s) => s
+                .trim()
+                .parse()
+                .map(Amount)
+                .map_err(|_| serde::de::Error::custom("invalid type: expected a number")),
+        }
+    }
+}
+
 /// Parses and validates the plugin configuration, reading upstream keys from the process
 /// environment. An empty document means all defaults.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -121,17 +145,24 @@ pub fn parse_with_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let named = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        let path = if path.is_empty() { "." } else { &path };
+        error(path, without_value(&e.into_inner().to_string()))
+    };
     let raw: RawConfig = if first.is_none() {
         RawConfig::default()
-    } else if first != Some(&b'{') {
-        return Err(error(".", "must be a JSON object"));
-    } else {
+    } else if first == Some(&b'{') {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path.is_empty() { "." } else { &path };
-            error(path, without_value(&e.into_inner().to_string()))
-        })?
+        serde_path_to_error::deserialize(de).map_err(named)?
+    } else if let Some(doc) = crate::proto::struct_to_json(bytes) {
+        // YAML in the bootstrap (`google.protobuf.Struct`), serialized by Envoy.
+        serde_path_to_error::deserialize(doc).map_err(named)?
+    } else {
+        return Err(error(
+            ".",
+            "must be a JSON object (a string) or a google.protobuf.Struct",
+        ));
     };
     validate_header_name("routing_header", &raw.routing_header)?;
     let pools = keys::compile_pools(&raw.key_pools, env)?;
@@ -304,6 +335,56 @@ mod tests {
             assert_eq!(s.locations, Locations::ALL);
             assert!(c.cache.extended_ttl_beta);
         }
+    }
+
+    /// A Struct as Envoy builds it from YAML: integers are numbers, decimals are strings.
+    fn yaml_struct(json: serde_json::Value) -> Vec<u8> {
+        use prost::Message;
+        use prost_types::value::Kind;
+        fn to(v: &serde_json::Value) -> prost_types::Value {
+            let kind = match v {
+                serde_json::Value::Null => Kind::NullValue(0),
+                serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+                serde_json::Value::Number(n) if n.is_i64() => {
+                    Kind::NumberValue(n.as_f64().unwrap())
+                }
+                serde_json::Value::Number(n) => Kind::StringValue(n.to_string()),
+                serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+                serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                    values: a.iter().map(to).collect(),
+                }),
+                serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+                    fields: o.iter().map(|(k, v)| (k.clone(), to(v))).collect(),
+                }),
+            };
+            prost_types::Value { kind: Some(kind) }
+        }
+        match to(&json).kind {
+            Some(Kind::StructValue(s)) => s.encode_to_vec(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_yaml_struct_configuration_reads_like_json() {
+        let doc = serde_json::json!({
+            "routes": [{"name": "haiku", "match": {"model": "claude-haiku-*"}, "cluster": "cheap"}],
+            "key_pools": {"p": {"keys": [{"alias": "k1", "env": "PATH"}], "cooldown_seconds": 45}},
+            "budgets": {"ci": {"daily_usd": 20.5, "monthly_usd": 300}},
+            "usage": {"prices": [{"name": "x", "model": "x-*", "input": 3.75, "output": 15,
+                                  "cache_write_5m": 4.6875, "cache_write_1h": 7.5, "cache_read": 0.375}]},
+        });
+        let from_struct = parse(&yaml_struct(doc.clone())).unwrap();
+        let from_json = parse(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(format!("{from_struct:?}"), format!("{from_json:?}"));
+        assert_eq!(from_struct.budgets[0].daily, Some(20_500_000));
+        assert_eq!(from_struct.routes.routes[0].1.cluster, "cheap");
+        // Errors name the path in a Struct as in JSON.
+        let bad = yaml_struct(serde_json::json!({"cache": {"ttl": "2h"}}));
+        assert_eq!(parse(&bad).unwrap_err().path, "cache.ttl");
+        let bad = yaml_struct(serde_json::json!({"budgets": {"ci": {"daily_usd": "lots"}}}));
+        assert_eq!(parse(&bad).unwrap_err().path, "budgets.ci.daily_usd");
+        assert_eq!(parse(b"\xff\x01").unwrap_err().path, ".");
     }
 
     #[test]

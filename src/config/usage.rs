@@ -1,17 +1,17 @@
 //! `usage` and prices.
 
-use super::{ConfigError, error, pattern};
+use super::{Amount, ConfigError, error, pattern};
 use crate::cost::{self, Price, Rates};
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawRates {
-    input: f64,
-    output: f64,
-    cache_write_5m: f64,
-    cache_write_1h: f64,
-    cache_read: f64,
+    input: Amount,
+    output: Amount,
+    cache_write_5m: Amount,
+    cache_write_1h: Amount,
+    cache_read: Amount,
 }
 
 #[derive(Deserialize, Debug)]
@@ -30,7 +30,7 @@ struct RawPrice {
     #[serde(flatten)]
     rates: RawRates,
     #[serde(default)]
-    web_search_per_1k: f64,
+    web_search_per_1k: Amount,
     long_prompt: Option<RawLongPrompt>,
 }
 
@@ -65,7 +65,7 @@ pub struct UsageConfig {
 }
 
 fn compile_rates(path: &str, r: &RawRates) -> Result<Rates, ConfigError> {
-    let usd = |field: &str, v: f64| {
+    let usd = |field: &str, Amount(v): Amount| {
         cost::usd_per_mtok(v).ok_or_else(|| {
             error(
                 &format!("{path}.{field}"),
@@ -94,7 +94,7 @@ pub(super) fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
             )),
             None => None,
         };
-        let web_search = cost::usd_per_mtok(p.web_search_per_1k)
+        let web_search = cost::usd_per_mtok(p.web_search_per_1k.0)
             .map(|micro_per_1k| micro_per_1k / 1000)
             .ok_or_else(|| error(&format!("{path}.web_search_per_1k"), "must be 0 or more"))?;
         prices.push(Price {
