@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod cost;
+pub mod dialect;
 pub mod header_pairs;
 pub mod json;
 pub mod keys;

@@ -4,6 +4,9 @@
 
 use crate::cache::{self, EXTENDED_TTL_BETA, Skip};
 use crate::config::Config;
+use crate::dialect::inbound::Inbound;
+use crate::dialect::outbound::{self, Outbound};
+use crate::dialect::{Dialect, Policy};
 use crate::json;
 use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
 use crate::routing::{Auth, Route, Selection};
@@ -54,11 +57,16 @@ pub struct Plan<'c> {
     pub body: Result<BodyFacts, BodyIssue>,
     /// Cache markers added (their edits are in `edits`), or why none are.
     pub cache: cache::Outcome,
-    /// All body edits, sorted: cache markers and the model rewrite.
+    /// All body edits, sorted: cache markers, the model rewrite and the dialect's.
     pub edits: Vec<Edit>,
+    /// A body built anew instead of spliced (Bedrock's count-tokens wraps the request).
+    pub new_body: Option<Vec<u8>>,
     pub headers: Vec<HeaderOp>,
     /// Answer locally instead of forwarding.
     pub reply: Option<Reply>,
+    /// Betas and body fields the route's vendor does not accept, dropped.
+    pub dropped_betas: Vec<String>,
+    pub dropped_fields: Vec<String>,
 }
 
 fn reply(status: u32, error_type: &'static str, details: &'static str, message: String) -> Reply {
@@ -88,6 +96,11 @@ pub fn route_headers(
     header: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Vec<HeaderOp> {
     let mut ops = Vec::new();
+    if route.auth == Auth::None {
+        // Envoy adds the vendor's credential; the client's never leaves the gateway.
+        ops.push(HeaderOp::Remove("x-api-key"));
+        ops.push(HeaderOp::Remove("authorization"));
+    }
     if route.path_prefix.is_some() || route.strip_query {
         let kept = if route.strip_query {
             path.split('?').next().unwrap_or(path)
@@ -97,7 +110,7 @@ pub fn route_headers(
         let prefix = route.path_prefix.as_deref().unwrap_or_default();
         ops.push(HeaderOp::Set(":path", format!("{prefix}{kept}")));
     }
-    if route.auth != Auth::Passthrough && route.key_pool.is_none() {
+    if matches!(route.auth, Auth::XApiKey | Auth::Bearer) && route.key_pool.is_none() {
         // The client's own credential, moved to the header the vendor reads.
         let bearer =
             header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
@@ -111,7 +124,7 @@ pub fn route_headers(
 /// Header operations that present `key` in the given style.
 pub fn credential(auth: Auth, key: &str) -> Vec<HeaderOp> {
     match auth {
-        Auth::XApiKey | Auth::Passthrough => vec![
+        Auth::XApiKey | Auth::Passthrough | Auth::None => vec![
             HeaderOp::Set("x-api-key", key.to_owned()),
             HeaderOp::Remove("authorization"),
         ],
@@ -122,14 +135,14 @@ pub fn credential(auth: Auth, key: &str) -> Vec<HeaderOp> {
     }
 }
 
-/// The `anthropic-beta` change for a route: dropped entirely, tokens removed, the extended-TTL
-/// beta added for injected 1h markers. `None` when the header stays as it is.
-fn beta_op(route: &Route, current: Option<String>, add_extended_ttl: bool) -> Option<HeaderOp> {
+/// The `anthropic-beta` value a route sends: the client's, without the route's dropped betas
+/// (or none at all), with the extended-TTL beta for injected 1h markers.
+fn betas_for(route: &Route, current: Option<&str>, add_extended_ttl: bool) -> Option<String> {
     if route.drop_anthropic_beta {
-        return current.map(|_| HeaderOp::Remove("anthropic-beta"));
+        return None;
     }
-    let original = current.clone().unwrap_or_default();
-    let mut tokens: Vec<&str> = original
+    let mut tokens: Vec<&str> = current
+        .unwrap_or_default()
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty() && !route.drop_betas.iter().any(|d| d == t))
@@ -137,15 +150,17 @@ fn beta_op(route: &Route, current: Option<String>, add_extended_ttl: bool) -> Op
     if add_extended_ttl && !tokens.contains(&EXTENDED_TTL_BETA) {
         tokens.push(EXTENDED_TTL_BETA);
     }
-    let value = tokens.join(",");
-    if current.as_deref().map(str::trim) == Some(value.as_str()) {
-        return None;
+    (!tokens.is_empty()).then(|| tokens.join(","))
+}
+
+/// The header change that turns `current` into `value` (`None` when there is none).
+fn beta_op(current: Option<&str>, value: Option<String>) -> Option<HeaderOp> {
+    match (current.map(str::trim), value) {
+        (Some(c), Some(v)) if c == v => None,
+        (_, Some(v)) => Some(HeaderOp::Set("anthropic-beta", v)),
+        (Some(_), None) => Some(HeaderOp::Remove("anthropic-beta")),
+        (None, None) => None,
     }
-    Some(if value.is_empty() {
-        HeaderOp::Remove("anthropic-beta")
-    } else {
-        HeaderOp::Set("anthropic-beta", value)
-    })
 }
 
 /// Plans a request to one of the endpoints the gateway acts on. `body` is `None` when the
@@ -157,20 +172,39 @@ pub fn plan<'c>(
     body: Option<&[u8]>,
     header: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Plan<'c> {
+    plan_call(config, endpoint, path, body, header, None)
+}
+
+/// [`plan`] for a request that may be in a cloud's own format (`inbound`).
+pub fn plan_call<'c>(
+    config: &'c Config,
+    endpoint: Endpoint,
+    path: &str,
+    body: Option<&[u8]>,
+    header: &mut dyn FnMut(&str) -> Option<String>,
+    inbound: Option<&Inbound>,
+) -> Plan<'c> {
     let layout = config.cache.enabled || config.routes.all().any(|r| r.reject_system_messages);
-    let facts = match body {
-        Some(bytes) => request::read(bytes, header, layout),
+    let path_model = inbound.and_then(|i| i.model.as_deref());
+    let mut facts = match body {
+        Some(bytes) => request::read(bytes, header, layout, path_model),
         None => Err(BodyIssue::Empty),
     };
+    if let (Ok(f), Some(stream)) = (&mut facts, inbound.and_then(|i| i.stream)) {
+        f.stream = stream;
+    }
     let mut plan = Plan {
         route: None,
         body: Err(BodyIssue::Empty),
         cache: cache::Outcome::default(),
         edits: Vec::new(),
+        new_body: None,
         headers: Vec::new(),
         reply: None,
+        dropped_betas: Vec::new(),
+        dropped_fields: Vec::new(),
     };
-    let model = facts.as_ref().ok().map(|f| f.model.as_str());
+    let model = facts.as_ref().ok().map(|f| f.model.as_str()).or(path_model);
     let route = match config.routes.select(model, header) {
         Selection::Route(r) => r,
         Selection::Unknown => {
@@ -186,30 +220,16 @@ pub fn plan<'c>(
         }
     };
     plan.route = Some(route);
-    if endpoint == Endpoint::CountTokens && !route.count_tokens {
-        plan.reply = Some(reply(
-            404,
-            "not_found_error",
-            "claude_gateway.no_count_tokens",
-            "Token counting is not available for this model's upstream.".to_owned(),
-        ));
-    } else if let Ok(f) = &facts {
-        if route.reject_system_messages && f.layout.system_messages > 0 {
-            plan.reply = Some(reply(
-                400,
-                "invalid_request_error",
-                "claude_gateway.system_messages",
-                "The upstream for this model does not accept messages with role \"system\" \
-                 inside `messages`; move their text into the top-level `system` field."
-                    .to_owned(),
-            ));
-        }
-    }
+    plan.reply = refusal(route, endpoint, &facts, inbound);
     if plan.reply.is_some() {
         plan.body = facts;
         return plan;
     }
-    if let Ok(f) = &facts {
+    let policy = config.policies.of(route.dialect);
+    let current = header("anthropic-beta");
+    let mut betas = current.clone();
+    let mut out = Outbound::default();
+    if let (Ok(f), Some(bytes)) = (&facts, body) {
         plan.cache = match endpoint {
             // Markers change nothing in a token count.
             Endpoint::CountTokens => cache::Outcome::skip(Skip::Endpoint),
@@ -218,26 +238,131 @@ pub fn plan<'c>(
                 Err(skip) => cache::Outcome::skip(skip),
             },
         };
-        plan.edits = plan.cache.edits.clone();
-        if let Some(model) = &route.model_rewrite {
-            let mut bytes = Vec::with_capacity(model.len() + 2);
-            json::write_string(&mut bytes, model);
-            plan.edits.push(Edit {
-                at: f.model_span.start,
-                remove: f.model_span.len(),
-                bytes,
-            });
-            plan.edits.sort_by_key(|e| e.at);
+        let add_ttl = config.cache.extended_ttl_beta
+            && plan.cache.uses_one_hour()
+            && policy.beta(EXTENDED_TTL_BETA).is_some();
+        if add_ttl || route.drop_anthropic_beta || !route.drop_betas.is_empty() {
+            betas = betas_for(route, current.as_deref(), add_ttl);
         }
+        // A failover route's request is put in each target's dialect per attempt, by the
+        // upstream instance: here it only gets its markers.
+        if route.failover.is_empty() {
+            let version = header("anthropic-version");
+            out = outbound::plan(
+                route,
+                policy,
+                &outbound::Request {
+                    endpoint,
+                    body: bytes,
+                    facts: f,
+                    betas: betas.as_deref(),
+                    version: version.as_deref(),
+                    inbound,
+                },
+                &plan.cache.edits,
+            );
+        }
+        plan.edits = plan.cache.edits.clone();
+        plan.edits.extend(out.edits.iter().cloned());
+        plan.edits.sort_by_key(|e| e.at);
+        plan.new_body = out.rebuild(bytes, &plan.edits);
     }
     plan.headers = route_headers(route, path, header);
-    let add_ttl = config.cache.extended_ttl_beta && plan.cache.uses_one_hour();
-    if add_ttl || route.drop_anthropic_beta || !route.drop_betas.is_empty() {
-        plan.headers
-            .extend(beta_op(route, header("anthropic-beta"), add_ttl));
+    match &out.path {
+        Some(p) => {
+            plan.headers.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
+            plan.headers.push(HeaderOp::Set(":path", p.clone()));
+        }
+        None => {}
     }
+    if route.dialect == Dialect::Anthropic || !route.failover.is_empty() || out.path.is_none() {
+        plan.headers.extend(beta_op(current.as_deref(), betas));
+    }
+    plan.headers.extend(out.headers);
+    plan.dropped_betas = out.dropped_betas;
+    plan.dropped_fields = out.dropped_fields;
     plan.body = facts;
     plan
+}
+
+/// Why the route cannot take this request, if it cannot: answered locally.
+fn refusal(
+    route: &Route,
+    endpoint: Endpoint,
+    facts: &Result<BodyFacts, BodyIssue>,
+    inbound: Option<&Inbound>,
+) -> Option<Reply> {
+    if let Some(i) = inbound.filter(|i| i.dialect != route.dialect) {
+        return Some(reply(
+            400,
+            "invalid_request_error",
+            "claude_gateway.dialect",
+            format!(
+                "This model is not served through {} here; send the request in the Messages \
+                 API format (ANTHROPIC_BASE_URL) instead.",
+                i.dialect.as_str()
+            ),
+        ));
+    }
+    if endpoint == Endpoint::CountTokens && !route.count_tokens {
+        return Some(reply(
+            404,
+            "not_found_error",
+            "claude_gateway.no_count_tokens",
+            "Token counting is not available for this model's upstream.".to_owned(),
+        ));
+    }
+    match facts {
+        Ok(f) if route.reject_system_messages && f.layout.system_messages > 0 => Some(reply(
+            400,
+            "invalid_request_error",
+            "claude_gateway.system_messages",
+            "The upstream for this model does not accept messages with role \"system\" \
+             inside `messages`; move their text into the top-level `system` field."
+                .to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+/// The outbound plan of a failover target for one attempt (the upstream instance): the body as
+/// the downstream instance forwarded it, in the target's dialect, and its credential headers.
+pub fn attempt(
+    config: &Config,
+    target: &Route,
+    endpoint: Endpoint,
+    path: &str,
+    body: &[u8],
+    header: &mut dyn FnMut(&str) -> Option<String>,
+) -> Option<(Outbound, Option<Vec<u8>>, Vec<HeaderOp>)> {
+    let facts = request::read(body, header, false, None).ok()?;
+    let policy: &Policy = config.policies.of(target.dialect);
+    let betas = betas_for(target, header("anthropic-beta").as_deref(), false);
+    let version = header("anthropic-version");
+    let out = outbound::plan(
+        target,
+        policy,
+        &outbound::Request {
+            endpoint,
+            body,
+            facts: &facts,
+            betas: betas.as_deref(),
+            version: version.as_deref(),
+            inbound: None,
+        },
+        &[],
+    );
+    let new_body = out.rebuild(body, &out.edits);
+    let mut headers = route_headers(target, path, header);
+    if let Some(p) = &out.path {
+        headers.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
+        headers.push(HeaderOp::Set(":path", p.clone()));
+    }
+    if target.dialect == Dialect::Anthropic {
+        headers.extend(beta_op(header("anthropic-beta").as_deref(), betas));
+    }
+    headers.extend(out.headers.iter().cloned());
+    Some((out, new_body, headers))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! top-level body fields it acts on, read with the byte-level scanner (no DOM, no copy of the body).
 
 use crate::cache::layout::Layout;
-use crate::json::{ErrorKind, Scanner, Span};
+use crate::json::{ErrorKind, Scanner, Span, Str};
 
 /// The Messages API endpoints the gateway acts on. Everything else passes through untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +38,25 @@ impl Endpoint {
 pub struct BodyFacts {
     /// The decoded `model` value.
     pub model: String,
-    /// Span of the `model` value in the body, quotes included.
-    pub model_span: Span,
+    /// Span of the `model` value in the body, quotes included (`None` when the model came from
+    /// the path: a client speaking Bedrock's or Vertex AI's format).
+    pub model_span: Option<Span>,
     /// `"stream": true`.
     pub stream: bool,
     /// Where cache markers are and could go (empty unless asked for).
     pub layout: Layout,
     /// `metadata.user_id`, decoded (Claude Code embeds its session id in it).
     pub user_id: Option<String>,
+    /// Every top-level member in order: its key and the span of its value (vendor dialects
+    /// remove or replace some).
+    pub members: Vec<(Str, Span)>,
+}
+
+impl BodyFacts {
+    /// The top-level member with this key.
+    pub fn member(&self, body: &[u8], key: &str) -> Option<(Str, Span)> {
+        self.members.iter().copied().find(|(k, _)| k.matches(body, key))
+    }
 }
 
 /// Why a body is forwarded untouched. Each reason is counted in a metric.
@@ -127,10 +138,12 @@ pub fn declared(content_type: Option<&str>, content_encoding: Option<&str>) -> O
 
 /// The facts of a body as its headers declare it: an empty body has none, a compressed or
 /// non-JSON one is not read (see [`declared`]), any other is inspected.
+/// `path_model`: the model a cloud-format request names in its path (its body has none).
 pub fn read(
     body: &[u8],
     header: &mut dyn FnMut(&str) -> Option<String>,
     layout: bool,
+    path_model: Option<&str>,
 ) -> Result<BodyFacts, BodyIssue> {
     if body.is_empty() {
         return Err(BodyIssue::Empty);
@@ -139,7 +152,7 @@ pub fn read(
     let encoding = header("content-encoding");
     match declared(content_type.as_deref(), encoding.as_deref()) {
         Some(issue) => Err(issue),
-        None => inspect(body, layout),
+        None => inspect_as(body, layout, path_model),
     }
 }
 
@@ -158,6 +171,16 @@ const READ_KEYS: [&str; 7] = [
 /// Reads `model` and `stream` from a request body, validating the whole document on the way;
 /// with `layout`, also collects where cache markers are and could go.
 pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
+    inspect_as(body, layout, None)
+}
+
+/// [`inspect`] of a body whose model is `path_model` when given (a body `model` is then
+/// ignored: the path decides, as the vendor's own API does).
+pub fn inspect_as(
+    body: &[u8],
+    layout: bool,
+    path_model: Option<&str>,
+) -> Result<BodyFacts, BodyIssue> {
     let mut s = Scanner::new(body);
     if s.peek()? != b'{' {
         s.value()?;
@@ -170,8 +193,10 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
     let mut stream = false;
     let mut shape = Layout::default();
     let mut user_id = None;
+    let mut members = Vec::new();
     let mut obj = s.enter_object()?;
     while let Some(key) = s.next_key(&mut obj)? {
+        let value_start = s.pos();
         if let Some(i) = READ_KEYS.iter().position(|k| key.matches(body, k)) {
             let bit = 1u8 << i;
             twice |= seen & bit;
@@ -199,6 +224,13 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
         } else if !(layout && shape.read_member(&mut s, body, &key)?) {
             s.value()?;
         }
+        members.push((
+            key,
+            Span {
+                start: value_start,
+                end: s.pos(),
+            },
+        ));
     }
     shape.root_close = s.pos().saturating_sub(1);
     s.finish()?;
@@ -208,16 +240,19 @@ pub fn inspect(body: &[u8], layout: bool) -> Result<BodyFacts, BodyIssue> {
     if twice != 0 {
         return Err(BodyIssue::DuplicateKey);
     }
-    match model {
-        Some((Some(model), model_span)) if !model.is_empty() => Ok(BodyFacts {
-            model,
-            model_span,
-            stream,
-            layout: shape,
-            user_id,
-        }),
-        _ => Err(BodyIssue::NoModel),
-    }
+    let (model, model_span) = match (path_model, model) {
+        (Some(m), _) => (m.to_owned(), None),
+        (None, Some((Some(m), span))) if !m.is_empty() => (m, Some(span)),
+        _ => return Err(BodyIssue::NoModel),
+    };
+    Ok(BodyFacts {
+        model,
+        model_span,
+        stream,
+        layout: shape,
+        user_id,
+        members,
+    })
 }
 
 /// Reads `metadata.user_id` (bounded: the API caps it at 512 characters).
@@ -270,7 +305,7 @@ mod tests {
         let body = br#"{"max_tokens":1,"model":"claude-opus-4-8","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let f = inspect(body, true).unwrap();
         assert_eq!(f.model, "claude-opus-4-8");
-        assert_eq!(f.model_span.of(body), br#""claude-opus-4-8""#);
+        assert_eq!(f.model_span.unwrap().of(body), br#""claude-opus-4-8""#);
         assert!(f.stream);
         let f = inspect(br#"{"model":"m","stream":false}"#, true).unwrap();
         assert!(!f.stream);
@@ -315,12 +350,12 @@ mod tests {
         let headers = |gzip: bool| {
             move |name: &str| (gzip && name == "content-encoding").then(|| "gzip".to_owned())
         };
-        assert_eq!(read(body, &mut headers(false), false).unwrap().model, "m");
+        assert_eq!(read(body, &mut headers(false), false, None).unwrap().model, "m");
         assert_eq!(
-            read(body, &mut headers(true), false),
+            read(body, &mut headers(true), false, None),
             Err(BodyIssue::ContentEncoding)
         );
-        assert_eq!(read(b"", &mut headers(false), false), Err(BodyIssue::Empty));
+        assert_eq!(read(b"", &mut headers(false), false, None), Err(BodyIssue::Empty));
     }
 
     #[test]
@@ -395,6 +430,19 @@ mod tests {
             "}".repeat(10_000)
         );
         assert_eq!(inspect(objects.as_bytes(), false), Err(BodyIssue::TooDeep));
+    }
+
+    #[test]
+    fn lists_members_and_takes_a_model_from_the_path() {
+        let body = br#"{"max_tokens":1, "anthropic_version" : "bedrock-2023-05-31","messages":[]}"#;
+        let f = inspect_as(body, true, Some("us.anthropic.claude-haiku-4-5-v1:0")).unwrap();
+        assert_eq!(f.model, "us.anthropic.claude-haiku-4-5-v1:0");
+        assert_eq!(f.model_span, None);
+        let keys: Vec<&[u8]> = f.members.iter().map(|(k, _)| k.span.of(body)).collect();
+        assert_eq!(keys, [&b"max_tokens"[..], b"anthropic_version", b"messages"]);
+        let (_, v) = f.member(body, "anthropic_version").unwrap();
+        assert_eq!(v.of(body), br#""bedrock-2023-05-31""#);
+        assert_eq!(inspect(body, true), Err(BodyIssue::NoModel));
     }
 
     #[test]

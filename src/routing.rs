@@ -3,6 +3,8 @@
 //! header (e.g. Claude Code's `x-claude-code-request-class`); a default route catches the rest,
 //! unless the `unknown_model` policy rejects them.
 
+use crate::cost::Price;
+use crate::dialect::Dialect;
 use crate::pattern::Pattern;
 
 /// How the upstream credential is presented.
@@ -14,6 +16,19 @@ pub enum Auth {
     XApiKey,
     /// `authorization: Bearer <key>` (and no `x-api-key`).
     Bearer,
+    /// No credential from the gateway: the client's are removed and Envoy adds the vendor's
+    /// (`aws_request_signing`, `gcp_authn`, `credential_injector`).
+    None,
+}
+
+/// Where Bedrock's Messages surface is served: the two hosts differ in how the API version
+/// is given (cloud-vendors.md §1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BedrockHost {
+    /// `bedrock-mantle.{region}.api.aws`: an `anthropic-version` header.
+    Mantle,
+    /// `bedrock-runtime.{region}.amazonaws.com/anthropic`: `anthropic_version` in the body.
+    Runtime,
 }
 
 /// What a route matches.
@@ -54,6 +69,20 @@ pub struct Route {
     pub reject_system_messages: bool,
     /// Drop the query (`?beta=true`) for vendors that refuse unknown parameters.
     pub strip_query: bool,
+    /// The wire format the upstream speaks.
+    pub dialect: Dialect,
+    /// The upstream's model ids: an exact match first, else the longest matching glob.
+    pub models: Vec<(Pattern, String)>,
+    /// Vertex AI: the project and region (`global` for the global endpoint) in the path.
+    pub project: Option<String>,
+    pub region: Option<String>,
+    /// Bedrock's Messages surface: which host serves it.
+    pub bedrock_host: BedrockHost,
+    /// The vendor's own prices, checked before the global table.
+    pub prices: Vec<Price>,
+    /// The targets that serve this route's requests when Envoy fails over to the next priority
+    /// of its (aggregate) cluster, in order; each names itself in its endpoints' metadata.
+    pub failover: Vec<Route>,
 }
 
 impl Route {
@@ -74,7 +103,36 @@ impl Route {
             drop_betas: Vec::new(),
             reject_system_messages: false,
             strip_query: false,
+            dialect: Dialect::Anthropic,
+            models: Vec::new(),
+            project: None,
+            region: None,
+            bedrock_host: BedrockHost::Mantle,
+            prices: Vec::new(),
+            failover: Vec::new(),
         }
+    }
+
+    /// The model id the upstream sees for the client's `model`.
+    pub fn vendor_model<'a>(&'a self, model: &'a str) -> &'a str {
+        let exact = self.models.iter().find(|(p, _)| p.as_str() == model);
+        let glob = || {
+            self.models
+                .iter()
+                .filter(|(p, _)| p.matches(model))
+                .max_by_key(|(p, _)| p.as_str().len())
+        };
+        match exact.or_else(glob) {
+            Some((_, id)) => id,
+            None => self.model_rewrite.as_deref().unwrap_or(model),
+        }
+    }
+
+    /// This route or one of its failover targets, by name.
+    pub fn target(&self, name: &str) -> Option<&Route> {
+        std::iter::once(self)
+            .chain(&self.failover)
+            .find(|r| r.name == name)
     }
 }
 

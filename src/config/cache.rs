@@ -114,6 +114,11 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
+    /// The configured mode is automatic caching (a route may override it).
+    pub fn automatic(&self) -> bool {
+        self.base.automatic
+    }
+
     /// The settings for a request to `model` on `route`, or why it gets no marker.
     pub fn settings_for(&self, model: &str, route: &Route) -> Result<cache::Settings, Skip> {
         if !self.enabled || !route.cache || self.disabled_models.iter().any(|p| p.matches(model)) {

@@ -3,6 +3,7 @@
 //! Errors name the JSON path and what is wrong; they never echo values that could be secrets.
 
 mod cache;
+mod dialects;
 mod keys;
 mod routes;
 mod usage;
@@ -11,6 +12,7 @@ pub use cache::{CacheConfig, DEFAULT_MIN_TOKENS};
 pub use keys::Budget;
 pub use usage::UsageConfig;
 
+use crate::dialect::{Dialect, Policies};
 use crate::keys::Consumer;
 use crate::keys::pool::Pool;
 use crate::pattern::Pattern;
@@ -45,6 +47,7 @@ struct RawConfig {
     cache: cache::RawCache,
     usage: usage::RawUsage,
     audit: RawAudit,
+    dialects: BTreeMap<String, dialects::RawPolicy>,
 }
 
 impl Default for RawConfig {
@@ -62,6 +65,7 @@ impl Default for RawConfig {
             cache: cache::RawCache::default(),
             usage: usage::RawUsage::default(),
             audit: RawAudit::default(),
+            dialects: BTreeMap::new(),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// Write the audit record into filter state for the access log.
     pub audit: bool,
+    /// What each vendor dialect accepts (betas, body fields).
+    pub policies: Policies,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,11 +191,54 @@ pub fn parse_with_env(
         cache: cache::compile_cache(raw.cache)?,
         usage: usage::compile_usage(raw.usage)?,
         audit: raw.audit.enabled.unwrap_or(true),
+        policies: dialects::compile_policies(&raw.dialects)?,
     };
+    check_dialects(&config)?;
     if !config.hold_headers {
         check_needs_no_body(&config)?;
     }
     Ok(config)
+}
+
+/// A vendor that does not take a top-level `cache_control` cannot get automatic caching.
+fn check_dialects(c: &Config) -> Result<(), ConfigError> {
+    let (routes, default) = (&c.routes.routes, &c.routes.default);
+    let all = routes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (format!("routes[{i}]"), r))
+        .chain([("default_route".to_owned(), default)]);
+    for (path, route) in all {
+        let targets = std::iter::once((path.clone(), route)).chain(
+            route
+                .failover
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{path}.failover[{i}]"), t)),
+        );
+        for (at, r) in targets {
+            let automatic = r.cache && route.cache_automatic.unwrap_or(c.cache.automatic());
+            let fields = c.policies.of(r.dialect).fields.as_ref();
+            if automatic && fields.is_some_and(|f| !f.iter().any(|f| f == "cache_control")) {
+                return Err(error(
+                    &format!("{at}.cache_mode"),
+                    format!(
+                        "automatic caching adds a top-level cache_control, which dialect {} \
+                         does not accept (dialects.{}.fields): use \"blocks\"",
+                        r.dialect.as_str(),
+                        r.dialect.as_str()
+                    ),
+                ));
+            }
+            if !c.hold_headers && r.dialect != Dialect::Anthropic {
+                return Err(error(
+                    &format!("{at}.dialect"),
+                    "a vendor dialect rewrites the body, which needs hold_headers",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Without held headers the request has gone upstream before its body is read: nothing may

@@ -1,18 +1,50 @@
 //! `routes`, `default_route`, `unknown_model`: model routing.
 
+use super::usage::{RawPrice, compile_prices};
 use super::{
     ConfigError, error, pattern, validate_cluster_name, validate_header_name, validate_label,
 };
-use crate::routing::{Auth, Match, Route, Routes, UnknownModel};
+use crate::dialect::Dialect;
+use crate::routing::{Auth, BedrockHost, Match, Route, Routes, UnknownModel};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 enum AuthName {
-    #[default]
     Passthrough,
     XApiKey,
     Bearer,
+    None,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum DialectName {
+    Anthropic,
+    Bedrock,
+    BedrockMessages,
+    Vertex,
+    Foundry,
+}
+
+impl DialectName {
+    fn dialect(self) -> Dialect {
+        match self {
+            DialectName::Anthropic => Dialect::Anthropic,
+            DialectName::Bedrock => Dialect::Bedrock,
+            DialectName::BedrockMessages => Dialect::BedrockMessages,
+            DialectName::Vertex => Dialect::Vertex,
+            DialectName::Foundry => Dialect::Foundry,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum BedrockHostName {
+    Mantle,
+    Runtime,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,10 +101,10 @@ pub(super) struct RawRoute {
     name: String,
     #[serde(rename = "match")]
     matches: Option<RawMatch>,
-    cluster: String,
+    /// Required, but for failover targets (which use their route's).
+    cluster: Option<String>,
     model_rewrite: Option<String>,
-    #[serde(default)]
-    auth: AuthName,
+    auth: Option<AuthName>,
     identity: Option<IdentityOverride>,
     key_pool: Option<String>,
     path_prefix: Option<String>,
@@ -89,6 +121,16 @@ pub(super) struct RawRoute {
     reject_system_messages: bool,
     #[serde(default)]
     strip_query: bool,
+    dialect: Option<DialectName>,
+    #[serde(default)]
+    models: BTreeMap<String, String>,
+    project: Option<String>,
+    region: Option<String>,
+    bedrock_host: Option<BedrockHostName>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
+    #[serde(default)]
+    failover: Vec<RawRoute>,
 }
 
 impl Default for RawRoute {
@@ -96,9 +138,9 @@ impl Default for RawRoute {
         RawRoute {
             name: super::DEFAULT_CLUSTER.to_owned(),
             matches: None,
-            cluster: super::DEFAULT_CLUSTER.to_owned(),
+            cluster: Some(super::DEFAULT_CLUSTER.to_owned()),
             model_rewrite: None,
-            auth: AuthName::Passthrough,
+            auth: None,
             identity: None,
             key_pool: None,
             path_prefix: None,
@@ -109,6 +151,13 @@ impl Default for RawRoute {
             drop_betas: Vec::new(),
             reject_system_messages: false,
             strip_query: false,
+            dialect: None,
+            models: BTreeMap::new(),
+            project: None,
+            region: None,
+            bedrock_host: None,
+            prices: Vec::new(),
+            failover: Vec::new(),
         }
     }
 }
@@ -151,11 +200,18 @@ fn token(path: &str, value: &str, what: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// What a target inherits from its route: the cluster and whose credential it is.
+struct Parent<'a> {
+    cluster: &'a str,
+    virtual_keys: bool,
+}
+
 fn compile_route(
     path: &str,
     raw: &RawRoute,
     pools: &[String],
     virtual_by_default: bool,
+    parent: Option<&Parent>,
 ) -> Result<Route, ConfigError> {
     if let Some(pool) = &raw.key_pool {
         if !pools.contains(pool) {
@@ -165,16 +221,55 @@ fn compile_route(
             ));
         }
     }
-    let virtual_keys = raw
-        .identity
-        .map_or(virtual_by_default, |i| i == IdentityOverride::Virtual);
+    let dialect = raw.dialect.map_or(Dialect::Anthropic, DialectName::dialect);
+    // Clouds get Envoy's credential, never the client's, unless the route says otherwise.
+    let auth = match raw.auth {
+        Some(AuthName::Passthrough) => Auth::Passthrough,
+        Some(AuthName::XApiKey) => Auth::XApiKey,
+        Some(AuthName::Bearer) => Auth::Bearer,
+        Some(AuthName::None) => Auth::None,
+        None if dialect.envoy_credentials() && raw.key_pool.is_none() => Auth::None,
+        None => Auth::Passthrough,
+    };
+    let cluster = match (parent, &raw.cluster) {
+        (Some(_), Some(_)) => {
+            return Err(error(
+                &format!("{path}.cluster"),
+                "a failover target uses its route's cluster (Envoy picks the target's endpoints)",
+            ));
+        }
+        (Some(p), None) => p.cluster.to_owned(),
+        (None, Some(c)) => c.clone(),
+        (None, None) => return Err(error(&format!("{path}.cluster"), "is required")),
+    };
+    if parent.is_some() {
+        for (set, field) in [
+            (raw.matches.is_some(), "match"),
+            (raw.identity.is_some(), "identity"),
+            (!raw.failover.is_empty(), "failover"),
+        ] {
+            if set {
+                return Err(error(
+                    &format!("{path}.{field}"),
+                    "is the route's, not a failover target's",
+                ));
+            }
+        }
+    }
+    let virtual_keys = match parent {
+        Some(p) => p.virtual_keys,
+        None => raw
+            .identity
+            .map_or(virtual_by_default, |i| i == IdentityOverride::Virtual),
+    };
     // A pool's keys must never be handed to unauthenticated clients, and a virtual key is
-    // never forwarded, so one needs the other.
+    // never forwarded, so one needs the other (or Envoy supplies the credential).
     match (virtual_keys, &raw.key_pool) {
-        (true, None) => {
+        (true, None) if auth != Auth::None => {
             return Err(error(
                 &format!("{path}.key_pool"),
-                "a route with virtual identity needs a key pool (the client's key is not forwarded)",
+                "a route with virtual identity needs a key pool (the client's key is not \
+                 forwarded), or auth \"none\" when Envoy adds the vendor's credential",
             ));
         }
         (false, Some(_)) => {
@@ -185,16 +280,28 @@ fn compile_route(
         }
         _ => {}
     }
-    if raw.key_pool.is_some() && raw.auth == AuthName::Passthrough {
+    if raw.key_pool.is_some() && matches!(auth, Auth::Passthrough | Auth::None) {
         return Err(error(
             &format!("{path}.auth"),
             "a key pool's keys need a credential style: \"x-api-key\" or \"bearer\"",
         ));
     }
     validate_label(&format!("{path}.name"), &raw.name)?;
-    validate_cluster_name(&format!("{path}.cluster"), &raw.cluster)?;
+    validate_cluster_name(&format!("{path}.cluster"), &cluster)?;
     if let Some(m) = &raw.model_rewrite {
         token(&format!("{path}.model_rewrite"), m, "a model id")?;
+        if !raw.models.is_empty() {
+            return Err(error(
+                &format!("{path}.model_rewrite"),
+                "use either model_rewrite (one model) or models (a map), not both",
+            ));
+        }
+    }
+    let mut models = Vec::new();
+    for (from, to) in &raw.models {
+        let at = format!("{path}.models.{from}");
+        token(&at, to, "a model id")?;
+        models.push((pattern(&at, from)?, to.clone()));
     }
     if let Some(p) = &raw.path_prefix {
         token(&format!("{path}.path_prefix"), p, "a path")?;
@@ -214,15 +321,37 @@ fn compile_route(
             ));
         }
     }
-    Ok(Route {
+    match (dialect, &raw.project) {
+        (Dialect::Vertex, None) => {
+            return Err(error(&format!("{path}.project"), "a vertex route needs its Google Cloud project"));
+        }
+        (Dialect::Vertex, Some(_)) => {}
+        (_, Some(_)) => {
+            return Err(error(&format!("{path}.project"), "only for dialect \"vertex\""));
+        }
+        (_, None) => {}
+    }
+    if raw.region.is_some() && dialect != Dialect::Vertex {
+        return Err(error(&format!("{path}.region"), "only for dialect \"vertex\""));
+    }
+    for (field, value) in [("project", &raw.project), ("region", &raw.region)] {
+        if let Some(v) = value {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(error(&format!("{path}.{field}"), "must be letters, digits, '-' or '_'"));
+            }
+        }
+    }
+    if raw.bedrock_host.is_some() && dialect != Dialect::BedrockMessages {
+        return Err(error(&format!("{path}.bedrock_host"), "only for dialect \"bedrock-messages\""));
+    }
+    let mut route = Route {
         name: raw.name.clone(),
-        cluster: raw.cluster.clone(),
+        cluster,
         model_rewrite: raw.model_rewrite.clone(),
-        auth: match raw.auth {
-            AuthName::Passthrough => Auth::Passthrough,
-            AuthName::XApiKey => Auth::XApiKey,
-            AuthName::Bearer => Auth::Bearer,
-        },
+        auth,
         virtual_keys,
         key_pool: raw.key_pool.clone(),
         path_prefix: raw.path_prefix.clone(),
@@ -233,7 +362,47 @@ fn compile_route(
         drop_betas: raw.drop_betas.clone(),
         reject_system_messages: raw.reject_system_messages,
         strip_query: raw.strip_query,
-    })
+        dialect,
+        models,
+        project: raw.project.clone(),
+        region: raw.region.clone(),
+        bedrock_host: match raw.bedrock_host {
+            Some(BedrockHostName::Runtime) => BedrockHost::Runtime,
+            _ => BedrockHost::Mantle,
+        },
+        prices: compile_prices(&format!("{path}.prices"), &raw.prices)?,
+        failover: Vec::new(),
+    };
+    let me = Parent {
+        cluster: &route.cluster,
+        virtual_keys,
+    };
+    let mut failover = Vec::with_capacity(raw.failover.len());
+    for (i, t) in raw.failover.iter().enumerate() {
+        failover.push(compile_route(
+            &format!("{path}.failover[{i}]"),
+            t,
+            pools,
+            virtual_by_default,
+            Some(&me),
+        )?);
+    }
+    // Envoy retries reuse the request's headers: once a target without the client's credential
+    // (a cloud's, from Envoy) has run, the client's is gone for the targets after it.
+    let mut client_key_gone = route.auth == Auth::None;
+    for (i, t) in failover.iter().enumerate() {
+        let client_key = t.key_pool.is_none() && t.auth != Auth::None;
+        if client_key && client_key_gone {
+            return Err(error(
+                &format!("{path}.failover[{i}].auth"),
+                "after a target whose credential comes from Envoy, a target needs a key pool \
+                 or auth \"none\" (the client's own credential is no longer in the request)",
+            ));
+        }
+        client_key_gone |= t.auth == Auth::None;
+    }
+    route.failover = failover;
+    Ok(route)
 }
 
 pub(super) fn compile_routes(
@@ -250,7 +419,7 @@ pub(super) fn compile_routes(
             &format!("{path}.match"),
             raw.matches.as_ref().unwrap_or(&RawMatch::default()),
         )?;
-        compiled.push((m, compile_route(&path, raw, pools, virtual_by_default)?));
+        compiled.push((m, compile_route(&path, raw, pools, virtual_by_default, None)?));
     }
     if default.matches.is_some() {
         return Err(error(
@@ -258,9 +427,13 @@ pub(super) fn compile_routes(
             "the default route matches everything else",
         ));
     }
-    let default = compile_route("default_route", default, pools, virtual_by_default)?;
-    let mut names: Vec<&str> = compiled.iter().map(|(_, r)| r.name.as_str()).collect();
-    names.push(&default.name);
+    let default = compile_route("default_route", default, pools, virtual_by_default, None)?;
+    // Names label metrics and records and name failover targets in Envoy's metadata: unique.
+    let mut names: Vec<&str> = Vec::new();
+    for r in compiled.iter().map(|(_, r)| r).chain([&default]) {
+        names.push(&r.name);
+        names.extend(r.failover.iter().map(|t| t.name.as_str()));
+    }
     for (i, name) in names.iter().enumerate() {
         if names.iter().skip(i + 1).any(|n| n == name) {
             return Err(error("routes", format!("two routes are named `{name}`")));

@@ -24,7 +24,7 @@ struct RawLongPrompt {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct RawPrice {
+pub(super) struct RawPrice {
     name: String,
     model: String,
     #[serde(flatten)]
@@ -82,10 +82,11 @@ fn compile_rates(path: &str, r: &RawRates) -> Result<Rates, ConfigError> {
     })
 }
 
-pub(super) fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
+/// A price list (`path` names it in errors: `usage.prices`, `routes[0].prices`).
+pub(super) fn compile_prices(path: &str, raw: &[RawPrice]) -> Result<Vec<Price>, ConfigError> {
     let mut prices = Vec::new();
-    for (i, p) in raw.prices.iter().enumerate() {
-        let path = format!("usage.prices[{i}]");
+    for (i, p) in raw.iter().enumerate() {
+        let path = format!("{path}[{i}]");
         super::validate_label(&format!("{path}.name"), &p.name)?;
         let long_prompt = match &p.long_prompt {
             Some(l) => Some((
@@ -105,6 +106,11 @@ pub(super) fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
             web_search,
         });
     }
+    Ok(prices)
+}
+
+pub(super) fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
+    let mut prices = compile_prices("usage.prices", &raw.prices)?;
     if raw.builtin_prices {
         prices.extend(cost::list_prices());
     }

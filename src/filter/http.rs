@@ -385,7 +385,7 @@ impl Http {
         let Some(body) = self.observed.take() else {
             return;
         };
-        let facts = request::read(&body, &mut |name| self.cached_header(name), false);
+        let facts = request::read(&body, &mut |name| self.cached_header(name), false, None);
         self.note_body(&facts);
     }
 
