@@ -1,9 +1,10 @@
 //! What a finished request is recorded as: its metric updates and its audit record, computed in
 //! pure code from what the filter saw (the request, the plan, the response's usage, timings).
 
-use crate::audit::Record;
+use crate::audit::{Attempt, Record};
 use crate::config::Config;
-use crate::cost;
+use crate::cost::{self, Price};
+use crate::dialect::Dialect;
 use crate::keys::Consumer;
 use crate::metrics::{self, Labels, Metric};
 use crate::request::{BodyIssue, Endpoint};
@@ -43,6 +44,16 @@ pub struct Finished<'a> {
     pub upstream_host: Option<String>,
     pub attempts: Option<u64>,
     pub code_details: Option<String>,
+    /// The dialect of the route (or failover target) that answered.
+    pub dialect: Option<Dialect>,
+    /// The failover target that answered, when the route has targets.
+    pub target: Option<&'a str>,
+    /// The upstream instance's `target:status,...` list of a failover route's attempts.
+    pub upstream_attempts: Option<&'a str>,
+    /// The answering target's own prices, checked first.
+    pub prices: &'a [Price],
+    pub dropped_betas: &'a [String],
+    pub dropped_fields: &'a [String],
 }
 
 /// Metric updates: counters to add to, histogram values to record.
@@ -81,7 +92,8 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     let (web_search, web_fetch) = ex.map(Extraction::server_tools).unwrap_or_default();
     let served = ex.and_then(|x| x.model.as_deref());
     let model_for_price = served.or(f.request_model);
-    let price = model_for_price.and_then(|m| cost::find(&config.usage.prices, m));
+    let price = model_for_price
+        .and_then(|m| cost::find(f.prices, m).or_else(|| cost::find(&config.usage.prices, m)));
     let cost = price.map_or(0, |p| cost::micro_usd(p, &tokens, web_search));
     let cost_center = f.consumer.and_then(|c| c.cost_center.as_deref());
     let labels = Labels {
@@ -140,7 +152,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         timestamp: crate::time::rfc3339(f.start_ns),
         request_id: f.request_id.clone(),
         session_id: session::session_id(f.session_header, f.user_id),
-        provider: "anthropic",
+        provider: f.dialect.unwrap_or(Dialect::Anthropic).provider(),
         operation: f.endpoint.map(|e| match e {
             Endpoint::Messages => "chat",
             Endpoint::CountTokens => "count_tokens",
@@ -186,8 +198,27 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         cache_markers_added: f.markers_added,
         body_issue: f.body_issue.map(BodyIssue::as_str),
         response_code_details: f.code_details.clone(),
+        upstream_dialect: f.dialect.map(Dialect::as_str),
+        upstream_target: f.target.map(str::to_owned),
+        upstream_attempts: f.upstream_attempts.map(parse_attempts),
+        dropped_betas: f.dropped_betas.to_vec(),
+        dropped_fields: f.dropped_fields.to_vec(),
     };
     (up, record)
+}
+
+/// `anthropic:529,bedrock:200,` as the upstream instance writes it (bounded).
+fn parse_attempts(s: &str) -> Vec<Attempt> {
+    s.split(',')
+        .filter_map(|a| {
+            let (target, status) = a.rsplit_once(':')?;
+            Some(Attempt {
+                target: target.chars().take(128).collect(),
+                status: status.parse().ok(),
+            })
+        })
+        .take(16)
+        .collect()
 }
 
 #[cfg(test)]

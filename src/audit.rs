@@ -76,6 +76,21 @@ pub struct Record {
     /// Why the body was forwarded untouched, if it was.
     pub body_issue: Option<&'static str>,
     pub response_code_details: Option<String>,
+    /// The wire format of the upstream that answered (`anthropic`, `bedrock`, ...).
+    pub upstream_dialect: Option<&'static str>,
+    /// The failover target that answered (routes with failover targets only).
+    pub upstream_target: Option<String>,
+    /// A failover route's attempts in order: the target and the status it answered.
+    pub upstream_attempts: Option<Vec<Attempt>>,
+    /// Betas and body fields the route's vendor does not accept, dropped from the request.
+    pub dropped_betas: Vec<String>,
+    pub dropped_fields: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub target: String,
+    pub status: Option<u32>,
 }
 
 impl Record {

@@ -202,6 +202,72 @@ pub fn key_cooldowns(pool: &str, key: &str) -> Metric {
     )
 }
 
+/// Betas (`kind` `beta`) and body fields (`field`) a route's vendor does not accept, dropped
+/// from requests. `name` is bounded by the caller (a known name, else `other`).
+pub fn dialect_dropped(route: &str, kind: &str, name: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "dialect_dropped",
+        &[("route", route), ("kind", kind), ("name", name)],
+    )
+}
+
+/// Body fields of the Messages API (and the clouds' own): a dropped field outside this list is
+/// labelled `other`, so a client's invented field cannot add series.
+const KNOWN_FIELDS: [&str; 27] = [
+    "anthropic_beta",
+    "anthropic_version",
+    "cache_control",
+    "container",
+    "context_management",
+    "inference_geo",
+    "max_tokens",
+    "mcp_servers",
+    "messages",
+    "metadata",
+    "model",
+    "output_config",
+    "output_format",
+    "service_tier",
+    "speed",
+    "stop_sequences",
+    "stream",
+    "system",
+    "temperature",
+    "thinking",
+    "tool_choice",
+    "tools",
+    "top_k",
+    "top_p",
+    "diagnostics",
+    "betas",
+    "citations",
+];
+
+/// A dropped field's label: its name when it is a known field, else `other`.
+pub fn known_field(name: &str) -> &str {
+    if KNOWN_FIELDS.contains(&name) {
+        name
+    } else {
+        "other"
+    }
+}
+
+/// Requests a failover target answered after the route's first target failed.
+pub fn failovers(route: &str, target: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "failovers",
+        &[("route", route), ("target", target)],
+    )
+}
+
+/// Bedrock event streams that ended in an error event the gateway wrote: a corrupt or
+/// truncated frame, or an exception from Bedrock (`reason`).
+pub fn transcode_failures(reason: &str) -> Metric {
+    Metric::new(Kind::Counter, "transcode_failures", &[("reason", reason)])
+}
+
 /// Time to first content delta, milliseconds.
 pub fn ttft_ms(l: Labels) -> Metric {
     Metric::new(
@@ -252,6 +318,12 @@ mod tests {
             (m.name.as_str(), m.kind),
             ("claude_gateway.vm_memory_bytes", Kind::Gauge)
         );
+    }
+
+    #[test]
+    fn dropped_fields_are_bounded() {
+        assert_eq!(known_field("service_tier"), "service_tier");
+        assert_eq!(known_field("whatever"), "other");
     }
 
     #[test]

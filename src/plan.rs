@@ -267,13 +267,14 @@ pub fn plan_call<'c>(
         plan.edits.sort_by_key(|e| e.at);
         plan.new_body = out.rebuild(bytes, &plan.edits);
     }
-    plan.headers = route_headers(route, path, header);
-    match &out.path {
-        Some(p) => {
-            plan.headers.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
-            plan.headers.push(HeaderOp::Set(":path", p.clone()));
-        }
-        None => {}
+    // A failover route's targets each present the request their way, per attempt.
+    if route.failover.is_empty() {
+        plan.headers = route_headers(route, path, header);
+    }
+    if let Some(p) = &out.path {
+        plan.headers
+            .retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
+        plan.headers.push(HeaderOp::Set(":path", p.clone()));
     }
     if route.dialect == Dialect::Anthropic || !route.failover.is_empty() || out.path.is_none() {
         plan.headers.extend(beta_op(current.as_deref(), betas));

@@ -187,6 +187,11 @@ impl Routes {
         }
     }
 
+    /// The route (not a failover target) with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Route> {
+        self.all().find(|r| r.name == name)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().map(|(_, r)| r).chain([&self.default])
     }

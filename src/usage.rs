@@ -272,6 +272,30 @@ impl Extraction {
         self.stop_reason = short(env.stop_reason);
     }
 
+    /// Usage a vendor reported beside the events (Bedrock's `amazon-bedrock-invocationMetrics`):
+    /// it fills only the buckets the events left unset, so the API's own (cumulative) counts win.
+    pub fn fallback(
+        &mut self,
+        input: Option<u64>,
+        output: Option<u64>,
+        cache_read: Option<u64>,
+        cache_write: Option<u64>,
+    ) {
+        let f = &mut self.fields;
+        let before = *f;
+        for (slot, v) in [
+            (&mut f.input, input),
+            (&mut f.output, output),
+            (&mut f.cache_read, cache_read),
+            (&mut f.cache_creation, cache_write),
+        ] {
+            if slot.is_none() {
+                *slot = v;
+            }
+        }
+        self.usage_seen |= *f != before;
+    }
+
     /// The token buckets. Cache writes are split by `cache_creation` when present; without the
     /// split, all writes count as 5-minute ones.
     pub fn tokens(&self) -> Tokens {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::parse;
 use crate::sse::Framer;
 
 fn extraction(sse: &[u8]) -> Extraction {
@@ -194,4 +195,44 @@ fn an_error_status_is_an_error_of_the_response_phase() {
     );
     assert_eq!(counter(&up, &format!("requests.{lc}.status.4xx")), Some(1));
     assert_eq!((r.error_phase, r.ttft_ms), (Some("response"), None));
+}
+
+#[test]
+fn a_vendor_answer_names_the_vendor_its_attempts_and_its_prices() {
+    let x = extraction(STREAM);
+    let c = parse(
+        br#"{"routes":[{"name":"sonnet","cluster":"claude","match":{"model":"claude-sonnet-*"},
+            "failover":[{"name":"bedrock","dialect":"bedrock",
+              "prices":[{"name":"sonnet-bedrock","model":"claude-sonnet-4-5*","input":3.3,"output":16.5,
+                         "cache_write_5m":4.125,"cache_write_1h":6.6,"cache_read":0.33}]}]}]}"#,
+    )
+    .unwrap();
+    let route = &c.routes.routes[0].1;
+    let target = route.target("bedrock").unwrap();
+    let dropped = vec!["service_tier".to_owned()];
+    let f = Finished {
+        route: Some("sonnet"),
+        dialect: Some(target.dialect),
+        target: Some("bedrock"),
+        upstream_attempts: Some("sonnet:529,bedrock:200,"),
+        prices: &target.prices,
+        dropped_fields: &dropped,
+        ..finished(&x)
+    };
+    let (_, r) = account(&c, &f);
+    let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+    assert_eq!(v["gen_ai.provider.name"], "aws.bedrock");
+    assert_eq!(v["upstream_dialect"], "bedrock");
+    assert_eq!(v["upstream_target"], "bedrock");
+    assert_eq!(
+        v["upstream_attempts"],
+        serde_json::json!([{"target":"sonnet","status":529},{"target":"bedrock","status":200}])
+    );
+    assert_eq!(v["dropped_fields"], serde_json::json!(["service_tier"]));
+    assert_eq!(v["price"], "sonnet-bedrock");
+    // 10 input x 3.3 + 20 writes x 4.125 + 30 reads x 0.33 + 40 output x 16.5, per million.
+    assert_eq!(
+        v["cost_micro_usd"],
+        (10.0 * 3.3 + 20.0 * 4.125 + 30.0 * 0.33 + 40.0 * 16.5) as u64
+    );
 }

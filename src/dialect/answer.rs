@@ -201,12 +201,26 @@ mod tests {
             json!({"type":"error","error":{"type":"rate_limit_error",
                    "message":"Too many requests, please wait before trying again."}})
         );
-        let (s, v) = mapped(503, Some("ServiceUnavailableException"), r#"{"Message":"busy"}"#);
-        assert_eq!((s, v["error"]["type"].as_str()), (529, Some("overloaded_error")));
-        let (s, v) = mapped(400, None, r#"{"__type":"ValidationException","message":"bad"}"#);
+        let (s, v) = mapped(
+            503,
+            Some("ServiceUnavailableException"),
+            r#"{"Message":"busy"}"#,
+        );
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (529, Some("overloaded_error"))
+        );
+        let (s, v) = mapped(
+            400,
+            None,
+            r#"{"__type":"ValidationException","message":"bad"}"#,
+        );
         assert_eq!((s, v["error"]["message"].as_str()), (400, Some("bad")));
         let (s, v) = mapped(403, Some("InvalidSignatureException"), "{}");
-        assert_eq!((s, v["error"]["message"].as_str()), (500, Some("InvalidSignatureException")));
+        assert_eq!(
+            (s, v["error"]["message"].as_str()),
+            (500, Some("InvalidSignatureException"))
+        );
     }
 
     #[test]
@@ -216,10 +230,20 @@ mod tests {
             None,
             r#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#,
         );
-        assert_eq!((s, v["error"]["type"].as_str()), (429, Some("rate_limit_error")));
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (429, Some("rate_limit_error"))
+        );
         assert_eq!(v["error"]["message"], "Quota exceeded");
-        let (s, v) = mapped(401, None, r#"{"error":{"code":"401","message":"Access denied"}}"#);
-        assert_eq!((s, v["error"]["type"].as_str()), (401, Some("authentication_error")));
+        let (s, v) = mapped(
+            401,
+            None,
+            r#"{"error":{"code":"401","message":"Access denied"}}"#,
+        );
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (401, Some("authentication_error"))
+        );
         let (s, v) = mapped(502, None, "<html>bad gateway</html>");
         assert_eq!((s, v["error"]["type"].as_str()), (500, Some("api_error")));
         assert_eq!(v["error"]["message"], "The upstream answered HTTP 500.");
@@ -227,7 +251,8 @@ mod tests {
 
     #[test]
     fn anthropic_envelopes_pass_unchanged() {
-        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(error(529, None, body), None);
     }
 
@@ -236,22 +261,58 @@ mod tests {
         use Dialect::*;
         let t = |d, c, e, s, ct| treatment(d, c, e, s, ct);
         let es = "application/vnd.amazon.eventstream";
-        assert_eq!(t(Bedrock, None, Endpoint::Messages, 200, es), Treatment::Transcode);
-        assert_eq!(t(Bedrock, Some(Bedrock), Endpoint::Messages, 200, es), Treatment::Observe);
-        assert_eq!(t(Bedrock, None, Endpoint::Messages, 200, "application/json"), Treatment::Pass);
-        assert_eq!(t(Bedrock, None, Endpoint::Messages, 429, "application/json"), Treatment::Error);
         assert_eq!(
-            t(Bedrock, None, Endpoint::CountTokens, 200, "application/json"),
+            t(Bedrock, None, Endpoint::Messages, 200, es),
+            Treatment::Transcode
+        );
+        assert_eq!(
+            t(Bedrock, Some(Bedrock), Endpoint::Messages, 200, es),
+            Treatment::Observe
+        );
+        assert_eq!(
+            t(Bedrock, None, Endpoint::Messages, 200, "application/json"),
+            Treatment::Pass
+        );
+        assert_eq!(
+            t(Bedrock, None, Endpoint::Messages, 429, "application/json"),
+            Treatment::Error
+        );
+        assert_eq!(
+            t(
+                Bedrock,
+                None,
+                Endpoint::CountTokens,
+                200,
+                "application/json"
+            ),
             Treatment::CountTokens
         );
-        assert_eq!(t(Anthropic, None, Endpoint::Messages, 529, "application/json"), Treatment::Pass);
-        assert_eq!(t(Vertex, Some(Vertex), Endpoint::Messages, 400, "application/json"), Treatment::Pass);
-        assert_eq!(t(Vertex, None, Endpoint::Messages, 401, "application/json"), Treatment::Error);
+        assert_eq!(
+            t(Anthropic, None, Endpoint::Messages, 529, "application/json"),
+            Treatment::Pass
+        );
+        assert_eq!(
+            t(
+                Vertex,
+                Some(Vertex),
+                Endpoint::Messages,
+                400,
+                "application/json"
+            ),
+            Treatment::Pass
+        );
+        assert_eq!(
+            t(Vertex, None, Endpoint::Messages, 401, "application/json"),
+            Treatment::Error
+        );
     }
 
     #[test]
     fn counts_are_renamed() {
-        assert_eq!(count_tokens(br#"{"inputTokens":42}"#).unwrap(), br#"{"input_tokens":42}"#);
+        assert_eq!(
+            count_tokens(br#"{"inputTokens":42}"#).unwrap(),
+            br#"{"input_tokens":42}"#
+        );
         assert_eq!(count_tokens(b"{}"), None);
     }
 }

@@ -96,7 +96,11 @@ mod tests {
             Some("arn:aws:bedrock:eu-west-1:1:application-inference-profile/ab")
         );
         assert_eq!(i.stream, Some(true));
-        let i = classify("POST", "/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke").unwrap();
+        let i = classify(
+            "POST",
+            "/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
+        )
+        .unwrap();
         assert_eq!(i.stream, Some(false));
         let i = classify("POST", "/bedrock/model/x/count-tokens").unwrap();
         assert_eq!(i.endpoint, Endpoint::CountTokens);
@@ -115,7 +119,11 @@ mod tests {
     #[test]
     fn reads_vertex_paths() {
         let base = "/vertex/v1/projects/p/locations/us-east5/publishers/anthropic/models";
-        let i = classify("POST", &format!("{base}/claude-sonnet-4-5@20250929:streamRawPredict")).unwrap();
+        let i = classify(
+            "POST",
+            &format!("{base}/claude-sonnet-4-5@20250929:streamRawPredict"),
+        )
+        .unwrap();
         assert_eq!(i.dialect, Dialect::Vertex);
         assert_eq!(i.model.as_deref(), Some("claude-sonnet-4-5@20250929"));
         assert_eq!(i.stream, Some(true));
@@ -124,7 +132,13 @@ mod tests {
         let i = classify("POST", &format!("{base}/count-tokens:rawPredict")).unwrap();
         assert_eq!((i.endpoint, i.model), (Endpoint::CountTokens, None));
         // Without the /vertex prefix or /v1, as a base URL may give it.
-        assert!(classify("POST", "/projects/p/locations/global/publishers/anthropic/models/m:rawPredict").is_some());
+        assert!(
+            classify(
+                "POST",
+                "/projects/p/locations/global/publishers/anthropic/models/m:rawPredict"
+            )
+            .is_some()
+        );
         for p in [
             format!("{base}/m:predict"),
             format!("{base}/m"),

@@ -3,10 +3,10 @@
 //! the vendor's path, and header changes. Pure: the filter's downstream instance applies it for
 //! a route, the upstream instance per attempt for a failover target.
 
+use super::Dialect;
 use super::inbound::Inbound;
 use super::path::segment;
 use super::policy::{Betas, Policy};
-use super::Dialect;
 use crate::json::{self, Scanner, Span, Str};
 use crate::plan::HeaderOp;
 use crate::request::{BodyFacts, Endpoint};
@@ -31,13 +31,16 @@ pub struct Request<'a> {
     pub inbound: Option<&'a Inbound>,
 }
 
+/// Builds a new body from the spliced one.
+pub type Wrap = fn(&[u8]) -> Vec<u8>;
+
 /// What the dialect does to a request.
 #[derive(Debug, Default)]
 pub struct Outbound {
     /// Body splices besides the cache markers (sorted, none overlapping them).
     pub edits: Vec<Edit>,
     /// A body built anew, replacing the whole body (after every edit).
-    pub wrap: Option<fn(&[u8]) -> Vec<u8>>,
+    pub wrap: Option<Wrap>,
     /// The path (and query) to send, when the dialect has its own.
     pub path: Option<String>,
     pub headers: Vec<HeaderOp>,
@@ -79,11 +82,13 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
         }
         Dialect::BedrockMessages | Dialect::Foundry => {
             body.set_model(model);
-            if route.dialect == Dialect::BedrockMessages && route.bedrock_host == BedrockHost::Runtime
+            if route.dialect == Dialect::BedrockMessages
+                && route.bedrock_host == BedrockHost::Runtime
             {
                 body.set("anthropic_version", &quoted(BEDROCK_VERSION));
             } else if r.version.is_none() {
-                out.headers.push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
+                out.headers
+                    .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
             }
             let suffix = if count { "/count_tokens" } else { "" };
             out.path = Some(format!("/anthropic/v1/messages{suffix}"));
@@ -123,7 +128,10 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
                 body.remove("anthropic_beta");
             } else {
                 let items: Vec<Vec<u8>> = betas.kept.iter().map(|b| quoted(b)).collect();
-                body.set("anthropic_beta", &[b"[".as_slice(), &items.join(&b","[..]), b"]"].concat());
+                body.set(
+                    "anthropic_beta",
+                    &[b"[".as_slice(), &items.join(&b","[..]), b"]"].concat(),
+                );
             }
             out.dropped_betas = betas.dropped;
             if r.betas.is_some() {
@@ -273,7 +281,10 @@ impl<'a> Body<'a> {
         let mut dropped = Vec::new();
         for (i, (key, value)) in self.facts.members.iter().enumerate() {
             let own = OWN.iter().any(|k| key.matches(self.body, k));
-            let holds_marker = self.cache.iter().any(|e| e.at > value.start && e.at < value.end);
+            let holds_marker = self
+                .cache
+                .iter()
+                .any(|e| e.at > value.start && e.at < value.end);
             if own || holds_marker || policy.accepts_field(key, self.body) {
                 continue;
             }
@@ -289,13 +300,21 @@ impl<'a> Body<'a> {
     /// them from the rest) and added members before the closing brace.
     fn edits(&self) -> Vec<Edit> {
         let members = &self.facts.members;
-        let key_start = |i: usize| members.get(i).map_or(0, |(k, _)| k.span.start.saturating_sub(1));
+        let key_start = |i: usize| {
+            members
+                .get(i)
+                .map_or(0, |(k, _)| k.span.start.saturating_sub(1))
+        };
         let value_end = |i: usize| members.get(i).map_or(0, |(_, v)| v.end);
         let removed = |i: usize| self.removed.get(i).copied().unwrap_or(false);
         let mut edits = Vec::new();
         for (i, value) in self.replaced.iter().enumerate() {
             if let (Some(bytes), false, Some(span)) = (value, removed(i), self.value(i)) {
-                edits.push(Edit { at: span.start, remove: span.len(), bytes: bytes.clone() });
+                edits.push(Edit {
+                    at: span.start,
+                    remove: span.len(),
+                    bytes: bytes.clone(),
+                });
             }
         }
         // Each run of removed members goes with the separator after it, or before it when the
@@ -319,7 +338,11 @@ impl<'a> Body<'a> {
             } else {
                 (key_start(0), value_end(n - 1))
             };
-            edits.push(Edit { at: from, remove: to.saturating_sub(from), bytes: Vec::new() });
+            edits.push(Edit {
+                at: from,
+                remove: to.saturating_sub(from),
+                bytes: Vec::new(),
+            });
         }
         if !self.added.is_empty() {
             let mut bytes = Vec::new();

@@ -13,8 +13,12 @@ pub fn segment(s: &str) -> String {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
-            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+            out.push(char::from(
+                HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'),
+            ));
+            out.push(char::from(
+                HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0'),
+            ));
         }
     }
     out
@@ -53,7 +57,10 @@ mod tests {
             segment(arn),
             "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile%2Fab12cd"
         );
-        assert_eq!(segment("claude-sonnet-4-5@20250929"), "claude-sonnet-4-5@20250929");
+        assert_eq!(
+            segment("claude-sonnet-4-5@20250929"),
+            "claude-sonnet-4-5@20250929"
+        );
         assert_eq!(segment("a b%?#é"), "a%20b%25%3F%23%C3%A9");
         for s in [arn, "a b%?#é", "x"] {
             assert_eq!(decode(&segment(s)).as_deref(), Some(s));

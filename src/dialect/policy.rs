@@ -63,7 +63,40 @@ impl Policy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policies(Vec<(Dialect, Policy)>);
 
+/// Betas of the Anthropic API that no shipped vendor list names (December 2026): metric
+/// labels for betas dropped, beside every name in the policies.
+const KNOWN_BETAS: [&str; 12] = [
+    "extended-cache-ttl-2025-04-11",
+    "prompt-caching-2024-07-31",
+    "files-api-2025-04-14",
+    "code-execution-2025-05-22",
+    "code-execution-2025-08-25",
+    "memory-2025-08-18",
+    "oauth-2025-04-20",
+    "skills-2025-10-02",
+    "fast-mode-2026-02-01",
+    "advisor-tool-2026-03-01",
+    "mcp-servers-2025-12-04",
+    "thinking-token-count-2026-05-13",
+];
+
 impl Policies {
+    /// A beta's metric label: its name when a policy or the known list names it, else `other`
+    /// (a client cannot add series by inventing betas).
+    pub fn beta_label<'a>(&self, beta: &'a str) -> &'a str {
+        let listed = self.0.iter().any(|(_, p)| {
+            p.betas.as_ref().is_some_and(|m| {
+                m.iter()
+                    .any(|(from, to)| from == beta || to.as_deref() == Some(beta))
+            })
+        });
+        if listed || KNOWN_BETAS.contains(&beta) {
+            beta
+        } else {
+            "other"
+        }
+    }
+
     pub fn new(by_dialect: Vec<(Dialect, Policy)>) -> Policies {
         Policies(by_dialect)
     }

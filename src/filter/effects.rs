@@ -8,6 +8,7 @@ use super::store::EnvoyStore;
 use crate::keys::{access, pool};
 use crate::metrics;
 use crate::plan::{HeaderOp, Reply};
+use crate::splice;
 
 /// Milliseconds since the epoch (0 if Envoy cannot say).
 pub fn now_ms() -> u64 {
@@ -75,4 +76,54 @@ pub fn learn_key(stats: &Stats, p: &pool::Pool, k: usize, headers: &ResponseHead
             stats.add(&metrics::key_cooldowns(&p.name, &key.alias), 1);
         }
     }
+}
+
+/// Why a body could not be rewritten.
+pub enum WriteError {
+    /// Nothing was changed yet: the body goes out as it was.
+    Untouched,
+    /// The buffer was half rewritten: the request must not go out.
+    Broken,
+}
+
+/// Writes a request body's new bytes into Envoy's buffer: the whole body (`new`, `len` the old
+/// length), or the planned splices. Returns the new length; `content-length` is the caller's to
+/// set (Envoy does not fix it).
+pub fn write_body(
+    id: u32,
+    body: &[u8],
+    edits: &[splice::Edit],
+    new: Option<&[u8]>,
+) -> Result<usize, WriteError> {
+    if let Some(new) = new {
+        return match host::set_request_body(0, body.len(), new) {
+            Ok(()) => Ok(new.len()),
+            Err(e) => {
+                log::warn!("#{id} cannot rewrite the body: {e}");
+                Err(WriteError::Untouched)
+            }
+        };
+    }
+    let (end, pieces) = splice::head_pieces(body, edits);
+    // Envoy's buffer takes a prepend after draining from its start (envoy-wasm.md): the head is
+    // drained once and its pieces are prepended last to first, so the VM never builds a copy of
+    // the body and the tail stays in Envoy's buffer untouched.
+    for (i, piece) in pieces.iter().rev().enumerate() {
+        // The first call drains the head (even with nothing to put back); empty pieces after
+        // it change nothing.
+        if i > 0 && piece.is_empty() {
+            continue;
+        }
+        let drain = if i == 0 { end } else { 0 };
+        if let Err(e) = host::set_request_body(0, drain, piece) {
+            log::warn!("#{id} cannot rewrite the body: {e}");
+            return Err(if i == 0 {
+                WriteError::Untouched
+            } else {
+                WriteError::Broken
+            });
+        }
+    }
+    let head: usize = pieces.iter().map(|p| p.len()).sum();
+    Ok(body.len() - end + head)
 }

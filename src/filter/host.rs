@@ -380,6 +380,15 @@ pub fn set_request_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()
     })
 }
 
+/// Replaces `len` bytes at `start` of the response body chunk being processed (0 and the
+/// chunk's size: the whole chunk).
+pub fn set_response_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()> {
+    // SAFETY: valid data slice.
+    check("set_buffer", unsafe {
+        proxy_set_buffer_bytes(RESPONSE_BODY, start, len, bytes.as_ptr(), bytes.len())
+    })
+}
+
 pub fn plugin_configuration() -> HostResult<Vec<u8>> {
     buffer(PLUGIN_CONFIGURATION, 0, usize::MAX)
 }

@@ -3,38 +3,27 @@
 //! passes straight through. Responses are observed chunk by chunk and never paused; the
 //! request is accounted for in `on_log`, which also runs for aborted streams.
 
-use super::effects::{self, ResponseHeaders};
+use super::effects::{self, ResponseHeaders, WriteError};
 use super::host;
+use super::response::Response;
 use super::stats::Stats;
 use super::store::EnvoyStore;
-use super::upstream::{HANDOFF, KEY_HEADER, handoff};
+use super::upstream::{ATTEMPTS, HANDOFF, Handoff, KEY_HEADER, TARGET_HEADER};
 use crate::accounting::{self, Finished};
 use crate::audit;
-use crate::cache;
 use crate::config::Config;
+use crate::dialect::answer;
+use crate::dialect::inbound::{self, Inbound};
 use crate::keys;
 use crate::keys::access::{self, Asks};
 use crate::metrics;
-use crate::plan::{self, HeaderOp, Reply};
+use crate::plan::{self, HeaderOp, Plan, Reply};
 use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
 use crate::routing::Route;
 use crate::session;
-use crate::splice;
-use crate::sse::Framer;
-use crate::usage::Extraction;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
-
-/// How the response body is read.
-enum Reader {
-    /// Not read (other endpoints, or usage accounting off).
-    Off,
-    /// Server-sent events, framed as they arrive.
-    Events(Framer),
-    /// A JSON body, copied (bounded) and parsed at its end.
-    Json(Vec<u8>),
-}
 
 /// What is known about the request for its audit record.
 #[derive(Default)]
@@ -63,6 +52,13 @@ struct Seen {
     all_headers: bool,
     /// Headers the request has more than once: a set or removal always goes to Envoy.
     repeated: Vec<String>,
+    /// The request is in a cloud's own format (Bedrock, Vertex AI).
+    inbound: Option<Inbound>,
+    /// Betas and body fields the route's vendor does not take, dropped.
+    dropped_betas: Vec<String>,
+    dropped_fields: Vec<String>,
+    /// The failover target that answered (named by the upstream instance).
+    target: Option<String>,
 }
 
 /// Descriptor inputs for Envoy's global rate-limit filter, set after authentication.
@@ -82,11 +78,7 @@ pub struct Http {
     observed: Option<Vec<u8>>,
     seen: Seen,
     status: Option<u32>,
-    reader: Reader,
-    extraction: Extraction,
-    /// The response reached its end.
-    response_ended: bool,
-    first_content_ns: Option<u64>,
+    response: Response,
     /// When this filter first saw the request (a clock read is cheaper than a property).
     start_ns: Option<u64>,
 }
@@ -102,10 +94,7 @@ impl Http {
             observed: None,
             seen: Seen::default(),
             status: None,
-            reader: Reader::Off,
-            extraction: Extraction::new(),
-            response_ended: false,
-            first_content_ns: None,
+            response: Response::default(),
             start_ns: None,
         }
     }
@@ -240,25 +229,6 @@ impl Http {
         if let Some((p, k)) = key {
             let secret = p.keys.get(k).map_or("", |key| key.secret.as_str());
             ops.extend(plan::credential(route.auth, secret));
-            let state = handoff(&p.name, k, route.auth, session.as_deref());
-            if let Err(e) = host::set_property(&[HANDOFF], state.as_bytes()) {
-                log::warn!("#{} {e}", self.id);
-            }
-            // Let Envoy retry a rate-limited attempt: the upstream instance sets another key.
-            // One retry per other key, never fewer than the shipped routes' 2 for connection
-            // failures (this header replaces the route's count).
-            ops.push(HeaderOp::Set(
-                "x-envoy-retry-on",
-                "retriable-status-codes".into(),
-            ));
-            ops.push(HeaderOp::Set(
-                "x-envoy-retriable-status-codes",
-                "429,529".into(),
-            ));
-            ops.push(HeaderOp::Set(
-                "x-envoy-max-retries",
-                p.keys.len().saturating_sub(1).max(2).to_string(),
-            ));
             self.seen.key = config
                 .pools
                 .iter()
@@ -266,6 +236,50 @@ impl Http {
                 .map(|i| (i, k));
         }
         Ok(ops)
+    }
+
+    /// Leaves the upstream instance what it needs when it has work per attempt (another key
+    /// after a 429, a failover target's dialect), and lets Envoy retry those attempts.
+    fn hand_off(&mut self, config: &Config, route: &Route) -> Vec<HeaderOp> {
+        let pool = self
+            .seen
+            .key
+            .and_then(|(p, k)| Some((config.pools.get(p)?, k)));
+        if pool.is_none() && route.failover.is_empty() {
+            return Vec::new();
+        }
+        let session = session::session_id(
+            self.seen.session_header.as_deref(),
+            self.seen.user_id.as_deref(),
+        );
+        let h = Handoff {
+            route: route.name.clone(),
+            pool: pool.map(|(p, k)| (p.name.clone(), k)),
+            session,
+            path: self.seen.headers.get(":path").cloned().flatten(),
+            betas: self.seen.headers.get("anthropic-beta").cloned().flatten(),
+            count_tokens: self.seen.endpoint == Some(Endpoint::CountTokens),
+        };
+        if let Err(e) = host::set_property(&[HANDOFF], &h.to_bytes()) {
+            log::warn!("#{} {e}", self.id);
+        }
+        // A rate-limited key is retried with another (one retry per other key); a failover
+        // route's 429, 529, 5xx or failed connection on the next target. Never fewer than the
+        // shipped routes' 2 for connection failures (these headers replace the route's).
+        let keys = pool.map_or(0, |(p, _)| p.keys.len().saturating_sub(1));
+        let retry_on = if route.failover.is_empty() {
+            "retriable-status-codes"
+        } else {
+            "5xx,reset,connect-failure,refused-stream,retriable-status-codes"
+        };
+        vec![
+            HeaderOp::Set("x-envoy-retry-on", retry_on.into()),
+            HeaderOp::Set("x-envoy-retriable-status-codes", "429,529".into()),
+            HeaderOp::Set(
+                "x-envoy-max-retries",
+                (keys + route.failover.len()).max(2).to_string(),
+            ),
+        ]
     }
 
     /// Plans the request from its complete body (`None`: it has none, or it is read later
@@ -280,8 +294,9 @@ impl Http {
     ) -> bool {
         self.held = None;
         let path = self.seen.path.clone();
+        let inbound = self.seen.inbound.clone();
         let mut header = |name: &str| self.cached_header(name);
-        let plan = plan::plan(config, endpoint, &path, body, &mut header);
+        let plan = plan::plan_call(config, endpoint, &path, body, &mut header, inbound.as_ref());
         if !observe_later {
             self.note_body(&plan.body);
         }
@@ -302,56 +317,61 @@ impl Http {
         if let Some(reason) = plan.cache.skipped.filter(|_| plan.body.is_ok()) {
             self.stats.add(&metrics::cache_skipped(reason), 1);
         }
-        if let (Some(body), false) = (body, plan.edits.is_empty()) {
-            if !self.rewrite_body(body, &plan.edits, &plan.cache) {
+        if let Some(body) = body {
+            if !self.rewrite_body(body, &plan) {
                 return false;
             }
         }
+        self.note_dropped(config, &plan);
         self.apply_headers(&plan.headers);
         self.apply_headers(&admitted);
         if let Some(route) = plan.route {
+            let retries = self.hand_off(config, route);
+            self.apply_headers(&retries);
             self.route(config, route);
         }
         true
     }
 
-    /// Splices the planned edits into Envoy's buffer and fixes `content-length`, which Envoy
-    /// does not. Returns false when the gateway answered the request itself.
-    fn rewrite_body(
-        &mut self,
-        body: &[u8],
-        edits: &[splice::Edit],
-        cache: &cache::Outcome,
-    ) -> bool {
-        let (end, pieces) = splice::head_pieces(body, edits);
-        // Envoy's buffer takes a prepend after draining from its start (envoy-wasm.md): the
-        // head is drained once and its pieces are prepended last to first, so the VM never
-        // builds a copy of the body and the tail stays in Envoy's buffer untouched.
-        for (i, piece) in pieces.iter().rev().enumerate() {
-            // The first call drains the head (even with nothing to put back); empty pieces
-            // after it change nothing.
-            if i > 0 && piece.is_empty() {
-                continue;
-            }
-            let drain = if i == 0 { end } else { 0 };
-            if let Err(e) = host::set_request_body(0, drain, piece) {
-                log::warn!("#{} cannot rewrite the body: {e}", self.id);
-                if i == 0 {
-                    // Nothing changed yet: the body goes out as the client sent it.
-                    return true;
-                }
+    /// Counts and records what the route's vendor did not take.
+    fn note_dropped(&mut self, config: &Config, plan: &Plan) {
+        let route = plan.route.map_or("none", |r| r.name.as_str());
+        for b in &plan.dropped_betas {
+            let label = config.policies.beta_label(b);
+            self.stats
+                .add(&metrics::dialect_dropped(route, "beta", label), 1);
+        }
+        for f in &plan.dropped_fields {
+            let label = metrics::known_field(f);
+            self.stats
+                .add(&metrics::dialect_dropped(route, "field", label), 1);
+        }
+        self.seen.dropped_betas.clone_from(&plan.dropped_betas);
+        self.seen.dropped_fields.clone_from(&plan.dropped_fields);
+    }
+
+    /// Writes the planned body (splices, or a new body) into Envoy's buffer and fixes
+    /// `content-length`, which Envoy does not. Returns false when the gateway answered the
+    /// request itself.
+    fn rewrite_body(&mut self, body: &[u8], plan: &Plan) -> bool {
+        if plan.edits.is_empty() && plan.new_body.is_none() {
+            return true;
+        }
+        // A vendor's dialect cannot take the client's body as it is.
+        let needed = plan.new_body.is_some() || plan.edits.len() > plan.cache.edits.len();
+        match effects::write_body(self.id, body, &plan.edits, plan.new_body.as_deref()) {
+            Ok(length) => self.set_request_header("content-length", &length.to_string()),
+            Err(WriteError::Untouched) if !needed => return true,
+            Err(_) => {
                 self.reply(None, &plan::rewrite_failed());
                 return false;
             }
         }
-        let head: usize = pieces.iter().map(|p| p.len()).sum();
-        let length = body.len() - end + head;
-        self.set_request_header("content-length", &length.to_string());
-        for a in &cache.added {
+        for a in &plan.cache.added {
             self.stats
                 .add(&metrics::cache_markers_added(a.location, a.ttl), 1);
         }
-        self.seen.markers_added = cache.added.len();
+        self.seen.markers_added = plan.cache.added.len();
         true
     }
 
@@ -405,63 +425,47 @@ impl Http {
         }
     }
 
-    /// Feeds one response chunk to the reader.
-    fn read_response(&mut self, chunk: &[u8], max_json: usize) {
-        match &mut self.reader {
-            Reader::Off => {}
-            Reader::Events(framer) => {
-                let extraction = &mut self.extraction;
-                let mut first_content = false;
-                framer.feed(chunk, &mut |e| first_content |= extraction.on_event(e));
-                if first_content {
-                    self.first_content_ns = host::now_nanos().ok();
-                }
-            }
-            Reader::Json(buf) => {
-                if buf.len() + chunk.len() <= max_json {
-                    buf.extend_from_slice(chunk);
-                } else {
-                    // Too large to read: the usage is reported as failed, the body flows on.
-                    self.reader = Reader::Off;
-                    self.extraction.on_json(b"");
-                }
-            }
-        }
-    }
-
-    /// The response is complete: a JSON body can be parsed now.
-    fn response_done(&mut self) {
-        self.response_ended = true;
-        if let Reader::Json(buf) = &self.reader {
-            self.extraction.on_json(buf);
-            self.reader = Reader::Off;
-        }
-    }
-
     /// The pool key that served the response: the upstream instance names it in a header
     /// (removed here) after learning from the response; without an upstream instance, this
     /// instance learns from the final response itself.
-    fn note_key(&mut self, headers: &ResponseHeaders) {
-        let (Some(config), Some((p, k))) = (self.config.clone(), self.seen.key) else {
+    fn note_key(&mut self, config: &Config, headers: &ResponseHeaders) {
+        if let Some(alias) = headers.get(KEY_HEADER) {
+            let _ = host::remove_response_header(KEY_HEADER);
+            self.seen.key_alias = config
+                .pools
+                .iter()
+                .flat_map(|p| &p.keys)
+                .find(|key| key.alias == alias)
+                .map(|key| key.alias.clone());
+            return;
+        }
+        let Some((pool, k)) = self
+            .seen
+            .key
+            .and_then(|(p, k)| Some((config.pools.get(p)?, k)))
+        else {
             return;
         };
-        let Some(pool) = config.pools.get(p) else {
-            return;
-        };
-        match headers.get(KEY_HEADER) {
-            Some(alias) => {
-                let _ = host::remove_response_header(KEY_HEADER);
-                self.seen.key_alias = pool
-                    .keys
-                    .iter()
-                    .find(|key| key.alias == alias)
-                    .map(|key| key.alias.clone());
-            }
-            None => {
-                effects::learn_key(&self.stats, pool, k, headers);
-                self.seen.key_alias = pool.keys.get(k).map(|key| key.alias.clone());
+        effects::learn_key(&self.stats, pool, k, headers);
+        self.seen.key_alias = pool.keys.get(k).map(|key| key.alias.clone());
+    }
+
+    /// The route's target that answered: the upstream instance of a failover route names it
+    /// in a header (removed here); otherwise the route itself.
+    fn answering<'c>(
+        &mut self,
+        config: &'c Config,
+        headers: &ResponseHeaders,
+    ) -> Option<&'c Route> {
+        let route = config.routes.by_name(self.seen.route.as_deref()?)?;
+        if let Some(name) = headers.get(TARGET_HEADER) {
+            let _ = host::remove_response_header(TARGET_HEADER);
+            if let Some(t) = route.target(name) {
+                self.seen.target = Some(t.name.clone());
+                return Some(t);
             }
         }
+        Some(route)
     }
 
     fn property_string(&self, path: &[&str]) -> Option<String> {
@@ -497,7 +501,13 @@ impl HttpContext for Http {
         self.load_headers();
         self.seen.method = self.cached_header(":method").unwrap_or_default();
         self.seen.path = self.cached_header(":path").unwrap_or_default();
-        let Some(endpoint) = Endpoint::classify(&self.seen.method, &self.seen.path) else {
+        self.seen.inbound = inbound::classify(&self.seen.method, &self.seen.path);
+        let classified = Endpoint::classify(&self.seen.method, &self.seen.path).or(self
+            .seen
+            .inbound
+            .as_ref()
+            .map(|i| i.endpoint));
+        let Some(endpoint) = classified else {
             // Other endpoints go to the default route, as that route presents them.
             let route = &config.routes.default;
             let path = self.seen.path.clone();
@@ -563,48 +573,43 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
         let headers = ResponseHeaders::load(self.id);
         self.status = headers.status().map(u32::from);
-        self.note_key(&headers);
-        let read = self.seen.endpoint == Some(Endpoint::Messages)
-            && self.config.as_ref().is_some_and(|c| c.usage.enabled);
-        if !read {
+        self.note_key(&config, &headers);
+        let Some(endpoint) = self.seen.endpoint else {
             return Action::Continue;
-        }
-        let content_type = headers.get("content-type").unwrap_or_default();
-        self.reader = if content_type.starts_with("text/event-stream") {
-            Reader::Events(Framer::new())
-        } else {
-            Reader::Json(Vec::new())
         };
-        if end_of_stream {
-            self.response_done();
-        }
+        let dialect = self.answering(&config, &headers).map(|r| r.dialect);
+        let content_type = headers.get("content-type").unwrap_or_default();
+        let treatment = answer::treatment(
+            dialect.unwrap_or(crate::dialect::Dialect::Anthropic),
+            self.seen.inbound.as_ref().map(|i| i.dialect),
+            endpoint,
+            self.status.unwrap_or(0),
+            content_type,
+        );
+        let read = endpoint == Endpoint::Messages && config.usage.enabled;
+        self.response
+            .start(self.id, &headers, treatment, read, end_of_stream);
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        // Observe only: returning anything but Continue would hold the stream back.
-        if !matches!(self.reader, Reader::Off) && body_size > 0 {
-            match host::response_body(0, body_size) {
-                Ok(chunk) => {
-                    let max = self
-                        .config
-                        .as_ref()
-                        .map_or(0, |c| c.usage.max_json_response_bytes);
-                    self.read_response(&chunk, max);
-                }
-                Err(e) => log::debug!("#{} {e}", self.id),
-            }
-        }
-        if end_of_stream {
-            self.response_done();
-        }
+        // Observe (or rewrite) only: anything but Continue would hold the stream back.
+        let max = self
+            .config
+            .as_ref()
+            .map_or(0, |c| c.usage.max_json_response_bytes);
+        self.response
+            .chunk(self.id, &self.stats, body_size, end_of_stream, max);
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
-        self.response_done();
+        self.response.done(self.id, Some(&self.stats));
         Action::Continue
     }
 
@@ -642,8 +647,16 @@ impl HttpContext for Http {
             .audit
             .then(|| self.property_int(&["upstream", "request_attempt_count"]))
             .flatten();
+        let attempts_seen = self
+            .seen
+            .target
+            .is_some()
+            .then(|| self.property_string(&[ATTEMPTS]))
+            .flatten();
+        let route = s_route(&config, self.seen.route.as_deref());
+        let target = route.and_then(|r| r.target(self.seen.target.as_deref().unwrap_or(&r.name)));
         let s = &self.seen;
-        let read = !matches!(self.reader, Reader::Off) || self.response_ended;
+        let read = self.response.was_read();
         let finished = Finished {
             endpoint: s.endpoint,
             method: &s.method,
@@ -659,21 +672,32 @@ impl HttpContext for Http {
             markers_added: s.markers_added,
             route: s.route.as_deref(),
             extraction: (s.endpoint == Some(Endpoint::Messages) && read)
-                .then_some(&self.extraction),
-            response_ended: self.response_ended,
+                .then_some(&self.response.extraction),
+            response_ended: self.response.ended,
             status: status.filter(|&c| c != 0),
             start_ns: self
                 .start_ns
                 .or_else(|| self.property_int(&["request", "time"]))
                 .unwrap_or(0),
-            first_content_ns: self.first_content_ns,
+            first_content_ns: self.response.first_content_ns,
             end_ns: host::now_nanos().unwrap_or(0),
             request_id,
             upstream_cluster,
             upstream_host,
             attempts,
             code_details,
+            dialect: target.map(|t| t.dialect),
+            target: s.target.as_deref(),
+            upstream_attempts: attempts_seen.as_deref(),
+            prices: target.map_or(&[], |t| t.prices.as_slice()),
+            dropped_betas: &s.dropped_betas,
+            dropped_fields: &s.dropped_fields,
         };
+        if let (Some(r), Some(t)) = (route, s.target.as_deref()) {
+            if r.name != t {
+                self.stats.add(&metrics::failovers(&r.name, t), 1);
+            }
+        }
         let (updates, record) = accounting::account(&config, &finished);
         if let Some(c) = finished.consumer {
             let now = effects::now_ms();
@@ -703,4 +727,9 @@ impl HttpContext for Http {
             }
         }
     }
+}
+
+/// A route by the name the request was routed with.
+fn s_route<'c>(config: &'c Config, name: Option<&str>) -> Option<&'c Route> {
+    config.routes.by_name(name?)
 }

@@ -5,6 +5,7 @@ mod effects;
 mod host;
 mod http;
 mod memory;
+mod response;
 mod root;
 mod stats;
 mod store;

@@ -284,3 +284,28 @@ fn absurd_counts_saturate_instead_of_overflowing() {
     assert_eq!(crate::cost::micro_usd(p, &t, u64::MAX), u64::MAX);
     let _ = crate::cost::cache_savings_micro_usd(p, &t);
 }
+
+#[test]
+fn vendor_metrics_fill_only_what_the_events_left_unset() {
+    let mut x = Extraction::new();
+    x.fallback(Some(10), Some(15), None, Some(4));
+    let t = x.tokens();
+    assert_eq!(
+        (t.input, t.output, t.cache_read, t.cache_write_5m),
+        (10, 15, 0, 4)
+    );
+    assert_eq!(x.status(false), Status::Partial);
+    let mut x = Extraction::new();
+    x.on_event(Event {
+        name: b"message_start",
+        data:
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}"#,
+        truncated: false,
+    });
+    x.fallback(Some(10), Some(15), Some(3), None);
+    let t = x.tokens();
+    assert_eq!((t.input, t.output, t.cache_read), (7, 1, 3));
+    let mut x = Extraction::new();
+    x.fallback(None, None, None, None);
+    assert_eq!(x.status(true), Status::Missing);
+}

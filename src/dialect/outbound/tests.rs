@@ -50,7 +50,9 @@ fn bedrock_invoke_bodies_lose_model_and_stream_and_gain_version_and_betas() {
         BEDROCK,
         Endpoint::Messages,
         body,
-        Some("interleaved-thinking-2025-05-14, extended-cache-ttl-2025-04-11,advanced-tool-use-2025-11-20"),
+        Some(
+            "interleaved-thinking-2025-05-14, extended-cache-ttl-2025-04-11,advanced-tool-use-2025-11-20",
+        ),
         None,
     );
     assert_eq!(
@@ -87,7 +89,9 @@ fn bedrock_count_tokens_wraps_the_request() {
         Some("/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/count-tokens")
     );
     let inner = v["input"]["invokeModel"]["body"].as_str().unwrap();
-    let inner = base64::engine::general_purpose::STANDARD.decode(inner).unwrap();
+    let inner = base64::engine::general_purpose::STANDARD
+        .decode(inner)
+        .unwrap();
     let inner: Value = serde_json::from_slice(&inner).unwrap();
     assert_eq!(
         inner,
@@ -98,7 +102,8 @@ fn bedrock_count_tokens_wraps_the_request() {
 
 #[test]
 fn a_bedrock_client_keeps_its_format() {
-    let path = "/bedrock/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke-with-response-stream";
+    let path =
+        "/bedrock/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke-with-response-stream";
     let i = inbound::classify("POST", path).unwrap();
     let body = r#"{"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["context-1m-2025-08-07","made-up-beta"],
                    "max_tokens":5,"messages":[]}"#;
@@ -147,13 +152,25 @@ fn vertex_bodies_lose_model_and_gain_version() {
     );
     assert_eq!(
         out.path.as_deref(),
-        Some("/v1/projects/my-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict")
+        Some(
+            "/v1/projects/my-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict"
+        )
     );
-    assert_eq!(out.headers, [HeaderOp::Set("anthropic-beta", "context-1m-2025-08-07".into())]);
+    assert_eq!(
+        out.headers,
+        [HeaderOp::Set(
+            "anthropic-beta",
+            "context-1m-2025-08-07".into()
+        )]
+    );
     assert_eq!(out.dropped_betas, ["effort-2025-11-24"]);
     let (v, out) = run(VERTEX, Endpoint::CountTokens, body, None, None);
     assert_eq!(v["model"], "claude-sonnet-4-5@20250929");
-    assert!(out.path.unwrap().ends_with("/models/count-tokens:rawPredict"));
+    assert!(
+        out.path
+            .unwrap()
+            .ends_with("/models/count-tokens:rawPredict")
+    );
     // The global endpoint.
     let global = VERTEX.replace(r#""region":"us-east5","#, "");
     let body = r#"{"model":"m","max_tokens":1,"messages":[]}"#;
@@ -168,13 +185,18 @@ fn vertex_bodies_lose_model_and_gain_version() {
 fn a_vertex_client_gets_the_routes_project_and_model() {
     let path = "/vertex/v1/projects/theirs/locations/europe-west1/publishers/anthropic/models/claude-sonnet-4-5:streamRawPredict";
     let i = inbound::classify("POST", path).unwrap();
-    let body = r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":1,"messages":[],"stream":true}"#;
+    let body =
+        r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":1,"messages":[],"stream":true}"#;
     let (v, out) = run(VERTEX, Endpoint::Messages, body, None, Some(&i));
     assert_eq!(
         v,
         json!({"anthropic_version":"vertex-2023-10-16","max_tokens":1,"messages":[],"stream":true})
     );
-    assert!(out.path.unwrap().starts_with("/v1/projects/my-proj/locations/us-east5/"));
+    assert!(
+        out.path
+            .unwrap()
+            .starts_with("/v1/projects/my-proj/locations/us-east5/")
+    );
 }
 
 #[test]
@@ -182,12 +204,24 @@ fn foundry_and_bedrock_messages_keep_the_messages_shape() {
     let foundry = r#"{"routes":[{"name":"f","cluster":"foundry","dialect":"foundry",
         "models":{"claude-haiku-*":"my-haiku-deployment"}}]}"#;
     let body = r#"{"model":"claude-haiku-4-5","max_tokens":1,"messages":[]}"#;
-    let (v, out) = run(foundry, Endpoint::Messages, body, Some("context-1m-2025-08-07"), None);
+    let (v, out) = run(
+        foundry,
+        Endpoint::Messages,
+        body,
+        Some("context-1m-2025-08-07"),
+        None,
+    );
     assert_eq!(v["model"], "my-haiku-deployment");
     assert_eq!(out.path.as_deref(), Some("/anthropic/v1/messages"));
-    assert!(out.headers.contains(&HeaderOp::Set("anthropic-version", API_VERSION.into())));
+    assert!(
+        out.headers
+            .contains(&HeaderOp::Set("anthropic-version", API_VERSION.into()))
+    );
     let (_, out) = run(foundry, Endpoint::CountTokens, body, None, None);
-    assert_eq!(out.path.as_deref(), Some("/anthropic/v1/messages/count_tokens"));
+    assert_eq!(
+        out.path.as_deref(),
+        Some("/anthropic/v1/messages/count_tokens")
+    );
     let runtime = r#"{"routes":[{"name":"m","cluster":"bedrock","dialect":"bedrock-messages",
         "bedrock_host":"runtime","models":{"claude-opus-4-8":"anthropic.claude-opus-4-8"}}]}"#;
     let body = r#"{"model":"claude-opus-4-8","max_tokens":1,"messages":[],"stream":true}"#;
@@ -201,7 +235,10 @@ fn foundry_and_bedrock_messages_keep_the_messages_shape() {
     let mantle = runtime.replace(r#""bedrock_host":"runtime","#, "");
     let (v, out) = run(&mantle, Endpoint::Messages, body, None, None);
     assert!(v.get("anthropic_version").is_none());
-    assert!(out.headers.contains(&HeaderOp::Set("anthropic-version", API_VERSION.into())));
+    assert!(
+        out.headers
+            .contains(&HeaderOp::Set("anthropic-version", API_VERSION.into()))
+    );
 }
 
 #[test]
@@ -216,7 +253,10 @@ fn removals_keep_the_json_valid_wherever_the_members_are() {
         "{\n  \"model\": \"m\",\n  \"messages\": []\n}",
     ] {
         let (v, _) = run(config, Endpoint::Messages, body, None, None);
-        assert!(v.get("model").is_none() && v.get("stream").is_none(), "{body}");
+        assert!(
+            v.get("model").is_none() && v.get("stream").is_none(),
+            "{body}"
+        );
         assert_eq!(v["anthropic_version"], BEDROCK_VERSION, "{body}");
         for kept in ["max_tokens", "messages"] {
             let had = body.contains(&format!("\"{kept}\""));
@@ -227,8 +267,10 @@ fn removals_keep_the_json_valid_wherever_the_members_are() {
 
 #[test]
 fn members_holding_cache_markers_are_never_removed() {
-    let c = parse(br#"{"routes":[{"name":"b","cluster":"bedrock","dialect":"bedrock"}],
-                       "dialects":{"bedrock":{"fields":["messages"]}}}"#)
+    let c = parse(
+        br#"{"routes":[{"name":"b","cluster":"bedrock","dialect":"bedrock"}],
+                       "dialects":{"bedrock":{"fields":["messages"]}}}"#,
+    )
     .unwrap();
     let route = &c.routes.routes[0].1;
     let body = br#"{"model":"m","tools":[{"name":"t"}],"messages":[]}"#;

@@ -1,0 +1,228 @@
+//! The response side of the downstream instance: each chunk is read for usage as it passes and
+//! never held back. What the answer's dialect needs is done on the way: a Bedrock event stream
+//! becomes SSE chunk by chunk (or is only decoded, for a client that speaks Bedrock), a vendor's
+//! error body becomes the API's envelope, Bedrock's token count the API's shape.
+
+use super::effects::ResponseHeaders;
+use super::host;
+use super::stats::Stats;
+use crate::dialect::answer::{self, MAX_REWRITTEN, Treatment};
+use crate::eventstream::Transcoder;
+use crate::metrics;
+use crate::sse::Framer;
+use crate::usage::Extraction;
+
+/// How the body is read for usage.
+enum Reader {
+    /// Not read (other endpoints, or usage accounting off).
+    Off,
+    /// Server-sent events, framed as they arrive.
+    Events(Framer),
+    /// A JSON body, copied (bounded) and parsed at its end.
+    Json(Vec<u8>),
+}
+
+pub struct Response {
+    reader: Reader,
+    treatment: Treatment,
+    /// Bedrock's event stream, decoded frame by frame.
+    transcoder: Option<Transcoder>,
+    /// A vendor's error or count answer, held to be rewritten (bounded, a few hundred bytes).
+    held: Vec<u8>,
+    /// The status and `x-amzn-errortype` of an error to rewrite.
+    error: (u32, Option<String>),
+    pub extraction: Extraction,
+    /// The response reached its end.
+    pub ended: bool,
+    pub first_content_ns: Option<u64>,
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Response {
+            reader: Reader::Off,
+            treatment: Treatment::Pass,
+            transcoder: None,
+            held: Vec::new(),
+            error: (0, None),
+            extraction: Extraction::new(),
+            ended: false,
+            first_content_ns: None,
+        }
+    }
+}
+
+impl Response {
+    /// Usage was read (or the response ended), so the record has an extraction status.
+    pub fn was_read(&self) -> bool {
+        !matches!(self.reader, Reader::Off) || self.ended
+    }
+
+    /// The response head: decides how the body is read and changed, and changes the head to
+    /// match (content type, length, the status of a rewritten error).
+    pub fn start(
+        &mut self,
+        id: u32,
+        headers: &ResponseHeaders,
+        treatment: Treatment,
+        read_usage: bool,
+        end_of_stream: bool,
+    ) {
+        self.treatment = treatment;
+        let content_type = headers.get("content-type").unwrap_or_default();
+        match treatment {
+            Treatment::Pass => {}
+            Treatment::Transcode | Treatment::Observe => self.transcoder = Some(Transcoder::new()),
+            Treatment::Error | Treatment::CountTokens => {
+                let status = headers.status().map_or(0, u32::from);
+                let aws = headers.get("x-amzn-errortype").map(str::to_owned);
+                // The status can only change now; the body's message comes at its end.
+                if treatment == Treatment::Error {
+                    if let Some((s, _)) = answer::error(status, aws.as_deref(), b"{}") {
+                        set_header(id, ":status", &s.to_string());
+                    }
+                }
+                self.error = (status, aws);
+                set_header(id, "content-type", "application/json");
+            }
+        }
+        if treatment == Treatment::Transcode {
+            set_header(id, "content-type", "text/event-stream");
+            set_header(id, "cache-control", "no-cache");
+        }
+        if treatment != Treatment::Pass && treatment != Treatment::Observe {
+            // The length changes: the body goes out chunked.
+            if let Err(e) = host::remove_response_header("content-length") {
+                log::debug!("#{id} {e}");
+            }
+        }
+        if read_usage {
+            let sse = content_type.starts_with("text/event-stream") || self.transcoder.is_some();
+            self.reader = if sse {
+                Reader::Events(Framer::new())
+            } else {
+                Reader::Json(Vec::new())
+            };
+        }
+        if end_of_stream {
+            self.done(id, None);
+        }
+    }
+
+    /// One body chunk (`size` bytes in Envoy's buffer); the chunk Envoy forwards is replaced
+    /// when the treatment rewrites it.
+    pub fn chunk(&mut self, id: u32, stats: &Stats, size: usize, end: bool, max_json: usize) {
+        let rewrites = !matches!(self.treatment, Treatment::Pass | Treatment::Observe);
+        let reads = !matches!(self.reader, Reader::Off) || self.transcoder.is_some() || rewrites;
+        let chunk = if size > 0 && reads {
+            match host::response_body(0, size) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::debug!("#{id} {e}");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::new();
+        match self.treatment {
+            Treatment::Pass => self.read(&chunk, max_json),
+            Treatment::Transcode | Treatment::Observe => {
+                if let Some(t) = &mut self.transcoder {
+                    t.feed(&chunk, &mut out);
+                    if end {
+                        t.finish(&mut out);
+                    }
+                }
+                self.read(&out, max_json);
+            }
+            Treatment::Error | Treatment::CountTokens => {
+                if self.held.len() + chunk.len() <= MAX_REWRITTEN {
+                    self.held.extend_from_slice(&chunk);
+                }
+                if end {
+                    out = self.rewritten();
+                    self.read(&out, max_json);
+                }
+            }
+        }
+        if rewrites {
+            // Replace the chunk (an empty one at the end of a chunked body takes the bytes).
+            if let Err(e) = host::set_response_body(0, size, &out) {
+                log::warn!("#{id} cannot rewrite the response: {e}");
+            }
+        }
+        if end {
+            self.done(id, Some(stats));
+        }
+    }
+
+    /// The held vendor answer in the API's shape.
+    fn rewritten(&mut self) -> Vec<u8> {
+        let held = std::mem::take(&mut self.held);
+        match self.treatment {
+            Treatment::CountTokens => answer::count_tokens(&held).unwrap_or(held),
+            _ => {
+                let (status, aws) = &self.error;
+                answer::error(*status, aws.as_deref(), &held).map_or(held, |(_, body)| body)
+            }
+        }
+    }
+
+    /// Feeds SSE or JSON bytes (the client's view of the body) to the usage reader.
+    fn read(&mut self, bytes: &[u8], max_json: usize) {
+        match &mut self.reader {
+            Reader::Off => {}
+            Reader::Events(framer) => {
+                let extraction = &mut self.extraction;
+                let mut first_content = false;
+                framer.feed(bytes, &mut |e| first_content |= extraction.on_event(e));
+                if first_content {
+                    self.first_content_ns = host::now_nanos().ok();
+                }
+            }
+            Reader::Json(buf) => {
+                if buf.len() + bytes.len() <= max_json {
+                    buf.extend_from_slice(bytes);
+                } else {
+                    // Too large to read: the usage is reported as failed, the body flows on.
+                    self.reader = Reader::Off;
+                    self.extraction.on_json(b"");
+                }
+            }
+        }
+    }
+
+    /// The response is complete (also called from the trailers callback).
+    pub fn done(&mut self, id: u32, stats: Option<&Stats>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some(t) = &self.transcoder {
+            if let Some(m) = t.metrics() {
+                self.extraction.fallback(
+                    m.input_tokens,
+                    m.output_tokens,
+                    m.cache_read_input_tokens,
+                    m.cache_write_input_tokens,
+                );
+            }
+            if let (Some(f), Some(stats)) = (t.failure(), stats) {
+                log::debug!("#{id} event stream cut short: {}", f.as_str());
+                stats.add(&metrics::transcode_failures(f.as_str()), 1);
+            }
+        }
+        if let Reader::Json(buf) = &self.reader {
+            self.extraction.on_json(buf);
+            self.reader = Reader::Off;
+        }
+    }
+}
+
+fn set_header(id: u32, name: &str, value: &str) {
+    if let Err(e) = host::set_response_header(name, value) {
+        log::warn!("#{id} cannot set {name}: {e}");
+    }
+}
