@@ -55,7 +55,10 @@ pub struct BodyFacts {
 impl BodyFacts {
     /// The top-level member with this key.
     pub fn member(&self, body: &[u8], key: &str) -> Option<(Str, Span)> {
-        self.members.iter().copied().find(|(k, _)| k.matches(body, key))
+        self.members
+            .iter()
+            .copied()
+            .find(|(k, _)| k.matches(body, key))
     }
 }
 
@@ -350,12 +353,18 @@ mod tests {
         let headers = |gzip: bool| {
             move |name: &str| (gzip && name == "content-encoding").then(|| "gzip".to_owned())
         };
-        assert_eq!(read(body, &mut headers(false), false, None).unwrap().model, "m");
+        assert_eq!(
+            read(body, &mut headers(false), false, None).unwrap().model,
+            "m"
+        );
         assert_eq!(
             read(body, &mut headers(true), false, None),
             Err(BodyIssue::ContentEncoding)
         );
-        assert_eq!(read(b"", &mut headers(false), false, None), Err(BodyIssue::Empty));
+        assert_eq!(
+            read(b"", &mut headers(false), false, None),
+            Err(BodyIssue::Empty)
+        );
     }
 
     #[test]
@@ -439,7 +448,10 @@ mod tests {
         assert_eq!(f.model, "us.anthropic.claude-haiku-4-5-v1:0");
         assert_eq!(f.model_span, None);
         let keys: Vec<&[u8]> = f.members.iter().map(|(k, _)| k.span.of(body)).collect();
-        assert_eq!(keys, [&b"max_tokens"[..], b"anthropic_version", b"messages"]);
+        assert_eq!(
+            keys,
+            [&b"max_tokens"[..], b"anthropic_version", b"messages"]
+        );
         let (_, v) = f.member(body, "anthropic_version").unwrap();
         assert_eq!(v.of(body), br#""bedrock-2023-05-31""#);
         assert_eq!(inspect(body, true), Err(BodyIssue::NoModel));

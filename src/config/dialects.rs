@@ -31,7 +31,8 @@ const SHIPPED: &str = include_str!("../dialect/policies.json");
 fn name(path: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\'));
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\'));
     if ok {
         Ok(())
     } else {
@@ -69,8 +70,12 @@ fn compile(path: &str, raw: &RawPolicy, base: Policy) -> Result<Policy, ConfigEr
 }
 
 pub(super) fn compile_policies(raw: &BTreeMap<String, RawPolicy>) -> Result<Policies, ConfigError> {
-    let shipped: BTreeMap<String, RawPolicy> = serde_json::from_str(SHIPPED)
-        .map_err(|e| error("dialects", format!("the shipped defaults do not parse: {e}")))?;
+    let shipped: BTreeMap<String, RawPolicy> = serde_json::from_str(SHIPPED).map_err(|e| {
+        error(
+            "dialects",
+            format!("the shipped defaults do not parse: {e}"),
+        )
+    })?;
     for key in raw.keys() {
         if Dialect::from_name(key).is_none_or(|d| d == Dialect::Anthropic) {
             return Err(error(
@@ -108,15 +113,28 @@ mod tests {
             Some("tool-search-tool-2025-10-19")
         );
         assert_eq!(bedrock.beta("extended-cache-ttl-2025-04-11"), None);
-        assert!(bedrock.fields.as_ref().unwrap().iter().any(|f| f == "anthropic_version"));
-        assert_eq!(c.policies.of(Dialect::Anthropic).beta("anything"), Some("anything"));
+        assert!(
+            bedrock
+                .fields
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|f| f == "anthropic_version")
+        );
+        assert_eq!(
+            c.policies.of(Dialect::Anthropic).beta("anything"),
+            Some("anything")
+        );
         let c = parse(
             br#"{"dialects":{"bedrock":{"betas":{"new-beta-2027-01-01":"new-beta-2027-01-01"}},
                  "vertex":{"betas":null,"fields":["messages"]}}}"#,
         )
         .unwrap();
         let bedrock = c.policies.of(Dialect::Bedrock);
-        assert_eq!(bedrock.beta("new-beta-2027-01-01"), Some("new-beta-2027-01-01"));
+        assert_eq!(
+            bedrock.beta("new-beta-2027-01-01"),
+            Some("new-beta-2027-01-01")
+        );
         assert_eq!(bedrock.beta("context-1m-2025-08-07"), None);
         // Fields not named keep their shipped list.
         assert!(bedrock.fields.is_some());
@@ -125,9 +143,18 @@ mod tests {
         assert_eq!(vertex.fields.as_deref(), Some(&["messages".to_owned()][..]));
         for (doc, path) in [
             (r#"{"dialects":{"anthropic":{}}}"#, "dialects.anthropic"),
-            (r#"{"dialects":{"bedrock":{"fields":["a b"]}}}"#, "dialects.bedrock.fields[0]"),
-            (r#"{"dialects":{"bedrock":{"betas":{"a":"b,c"}}}}"#, "dialects.bedrock.betas.a"),
-            (r#"{"dialects":{"bedrock":{"beta":{}}}}"#, "dialects.bedrock.beta"),
+            (
+                r#"{"dialects":{"bedrock":{"fields":["a b"]}}}"#,
+                "dialects.bedrock.fields[0]",
+            ),
+            (
+                r#"{"dialects":{"bedrock":{"betas":{"a":"b,c"}}}}"#,
+                "dialects.bedrock.betas.a",
+            ),
+            (
+                r#"{"dialects":{"bedrock":{"beta":{}}}}"#,
+                "dialects.bedrock.beta",
+            ),
         ] {
             assert_eq!(parse(doc.as_bytes()).unwrap_err().path, path, "{doc}");
         }

@@ -323,29 +323,45 @@ fn compile_route(
     }
     match (dialect, &raw.project) {
         (Dialect::Vertex, None) => {
-            return Err(error(&format!("{path}.project"), "a vertex route needs its Google Cloud project"));
+            return Err(error(
+                &format!("{path}.project"),
+                "a vertex route needs its Google Cloud project",
+            ));
         }
         (Dialect::Vertex, Some(_)) => {}
         (_, Some(_)) => {
-            return Err(error(&format!("{path}.project"), "only for dialect \"vertex\""));
+            return Err(error(
+                &format!("{path}.project"),
+                "only for dialect \"vertex\"",
+            ));
         }
         (_, None) => {}
     }
     if raw.region.is_some() && dialect != Dialect::Vertex {
-        return Err(error(&format!("{path}.region"), "only for dialect \"vertex\""));
+        return Err(error(
+            &format!("{path}.region"),
+            "only for dialect \"vertex\"",
+        ));
     }
     for (field, value) in [("project", &raw.project), ("region", &raw.region)] {
         if let Some(v) = value {
             let ok = !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
-                return Err(error(&format!("{path}.{field}"), "must be letters, digits, '-' or '_'"));
+                return Err(error(
+                    &format!("{path}.{field}"),
+                    "must be letters, digits, '-' or '_'",
+                ));
             }
         }
     }
     if raw.bedrock_host.is_some() && dialect != Dialect::BedrockMessages {
-        return Err(error(&format!("{path}.bedrock_host"), "only for dialect \"bedrock-messages\""));
+        return Err(error(
+            &format!("{path}.bedrock_host"),
+            "only for dialect \"bedrock-messages\"",
+        ));
     }
     let mut route = Route {
         name: raw.name.clone(),
@@ -419,7 +435,10 @@ pub(super) fn compile_routes(
             &format!("{path}.match"),
             raw.matches.as_ref().unwrap_or(&RawMatch::default()),
         )?;
-        compiled.push((m, compile_route(&path, raw, pools, virtual_by_default, None)?));
+        compiled.push((
+            m,
+            compile_route(&path, raw, pools, virtual_by_default, None)?,
+        ));
     }
     if default.matches.is_some() {
         return Err(error(
