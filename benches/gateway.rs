@@ -116,12 +116,13 @@ fn bootstrap(upstream: u16) -> Bootstrap {
     let mut b =
         support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
     b.plugin_config(&on_config())
-        .add_cluster("plain", "127.0.0.1", upstream)
-        .add_bare_listener("mode-bare", "plain")
-        .add_configured_listener("mode-off", &off_config())
-        .add_configured_listener("mode-default", &default_config())
-        .add_module_listener("mode-floor", &floor_module(), "")
-        .add_module_listener("mode-floor_rw", &floor_module(), "rewrite");
+        .add_cluster("plain", "127.0.0.1", upstream);
+    b.add_bare_listener("mode-bare", "plain")
+        .and_then(|b| b.add_configured_listener("mode-off", &off_config()))
+        .and_then(|b| b.add_configured_listener("mode-default", &default_config()))
+        .and_then(|b| b.add_module_listener("mode-floor", &floor_module(), ""))
+        .and_then(|b| b.add_module_listener("mode-floor_rw", &floor_module(), "rewrite"))
+        .unwrap();
     b
 }
 

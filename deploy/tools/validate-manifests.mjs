@@ -114,7 +114,13 @@ function wasmConfigs(all, base) {
     const withPluginConfig = (name, pluginConfig) => {
       const config = structuredClone(base);
       delete config.allow_on_headers_stop_iteration;
-      config.configuration.value = JSON.stringify(pluginConfig ?? {});
+      // As Istio hands a WasmPlugin's YAML pluginConfig to Envoy: JSON text in a
+      // google.protobuf.StringValue (envoy.yaml's own is a Struct; the filter reads both).
+      // Envoy Gateway's config is checked the same way.
+      config.configuration = {
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        value: JSON.stringify(pluginConfig ?? {}),
+      };
       out.push({ name, config });
     };
     if (d.kind === "WasmPlugin") withPluginConfig(`wasmplugin-${d.metadata.name}`, d.spec.pluginConfig);
@@ -134,7 +140,7 @@ function writeBootstraps(configs) {
     const filters = doc.getIn(["static_resources", "listeners", 0, "filter_chains", 0, "filters", 0,
       "typed_config", "http_filters"]);
     const wasm = filters.items.find((f) => f.getIn(["typed_config", "@type"]) === WASM_TYPE);
-    // The module is local for the check (render_envoy --wasm points it at the build).
+    // The module is local for the check (`render bootstrap --wasm` points it at the build).
     config.vm_config.code = { local: { filename: "/etc/envoy/claude_gateway.wasm" } };
     wasm.setIn(["typed_config", "config"], doc.createNode(config));
     fs.writeFileSync(path.join(OUT, `${name}.yaml`), doc.toString());

@@ -666,7 +666,7 @@ fn streams_in_flight_finish_while_the_plugin_configuration_is_reloaded() {
     let write = |config: &str, version: u32| {
         // Envoy watches for the file being moved into place.
         let tmp = dir.join("next.yaml");
-        std::fs::write(&tmp, ecds_resource(&filter, config, version)).unwrap();
+        std::fs::write(&tmp, ecds_resource(&filter, config, version).unwrap()).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     };
     write("{}", 1);

@@ -538,3 +538,54 @@ fn an_invalid_plugin_configuration_is_refused_with_its_path() {
         }
     }
 }
+
+#[test]
+fn a_plugin_configuration_given_as_a_json_string_still_routes() {
+    // The bootstraps carry the plugin configuration as YAML (a google.protobuf.Struct, which
+    // Envoy serializes for the filter); JSON text in a google.protobuf.StringValue, as they did
+    // before (and as Istio hands over a WasmPlugin's pluginConfig), must work as well.
+    let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
+    let other = Mock::start("other", anthropic::responder("other"));
+    let mut b = envoy::bootstrap(mock.port(), "{}");
+    b.add_cluster("other", "127.0.0.1", other.port())
+        .plugin_config_string(
+            r#"{"routes":[{"name":"haiku-other","match":{"model":"claude-haiku-*"},"cluster":"other"}],
+                "cache":{"enabled":false}}"#,
+        );
+    let gw = Gateway::start(b);
+    let dump = gw.admin_get("/config_dump").unwrap();
+    assert!(
+        dump.contains("type.googleapis.com/google.protobuf.StringValue")
+            && !dump.contains("type.googleapis.com/google.protobuf.Struct"),
+        "the configuration did not reach Envoy as a string"
+    );
+    for (n, (model, upstream, route)) in [
+        ("claude-haiku-4-5", "other", "haiku-other"),
+        ("claude-sonnet-4-5", "anthropic", "anthropic"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(
+            r#"{{"model":"{model}","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let resp = client()
+            .post(gw.url("/v1/messages"))
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .header("x-api-key", "sk-ant-client")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        assert_eq!(resp.headers()["x-mock-upstream"], upstream, "{model}");
+        let record = gw.wait_audit_records(n + 1).swap_remove(n);
+        assert_eq!(record["route"], route, "{record}");
+        // Cache injection off, from the same string: the body arrives as sent.
+        let got = if upstream == "other" { &other } else { &mock };
+        assert_eq!(got.requests().last().unwrap().body, body.as_bytes());
+    }
+    assert_eq!(other.requests().len(), 1);
+    assert_eq!(mock.requests().len(), 1);
+    gw.assert_healthy();
+}

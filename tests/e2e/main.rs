@@ -22,3 +22,4 @@ mod keys;
 mod routing;
 mod security;
 mod usage;
+mod vendor_mocks;

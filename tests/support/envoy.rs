@@ -179,9 +179,10 @@ impl Gateway {
         fs::create_dir_all(&dir).unwrap();
         b.wasm(wasm_path().to_str().unwrap())
             .listen("127.0.0.1", 0)
+            .unwrap()
             .admin("127.0.0.1", 0);
         let config = dir.join("envoy.yaml");
-        fs::write(&config, b.to_yaml()).unwrap();
+        fs::write(&config, b.to_yaml().unwrap()).unwrap();
         let base_id = pid.wrapping_mul(64).wrapping_add(n) % 1_000_000_000;
         let mut command = Command::new(envoy_bin());
         let cpus = run.cpus.clone();

@@ -2,11 +2,13 @@
 
 pub mod anthropic;
 pub mod bodies;
-pub mod bootstrap;
+/// The bootstrap renderer (`render/`): `Bootstrap`, `Upstream`, `ecds_resource`.
+pub use claude_gateway_render as bootstrap;
 pub mod cache_sim;
 pub mod envoy;
 pub mod mock;
 pub mod ratelimit;
+pub mod vendors;
 
 use std::time::Duration;
 
