@@ -92,8 +92,9 @@ unit: ## native unit and property tests
 
 # The examples read pool keys from Envoy's environment; validation loads the plugin, so it needs them set.
 VALIDATE_ENV := ANTHROPIC_KEY_1=validate-only ANTHROPIC_KEY_2=validate-only
-# Envoy opens TLS certificate and access-log files when it validates: a throw-away self-signed
-# pair stands in for the production example's (never committed), and its paths point there.
+# Envoy opens TLS certificate, secret and access-log files when it validates: a throw-away
+# self-signed pair and placeholder secrets stand in for the examples' (never committed), and
+# their paths point there.
 VALIDATE_TLS := target/validate-tls
 
 .PHONY: validate
@@ -102,7 +103,12 @@ validate: build venv ## envoy --mode validate on every bootstrap in envoy/
 	@for f in $$(grep -lr '^static_resources:' envoy --include='*.yaml'); do \
 		$(RENDER) $$f --wasm $(CURDIR)/$(WASM) --out target/validate.yaml || exit 1; \
 		sed -i -e 's|/etc/envoy/tls/|$(CURDIR)/$(VALIDATE_TLS)/|g' \
+			-e 's|/etc/envoy/secrets/|$(CURDIR)/$(VALIDATE_TLS)/|g' \
 			-e 's|/var/log/envoy/|$(CURDIR)/$(VALIDATE_TLS)/|g' target/validate.yaml; \
+		for s in $$(grep -o '$(VALIDATE_TLS)/[a-z0-9-]*-\(key\|secret\)\.yaml' target/validate.yaml | sort -u); do \
+			n=$$(basename $$s .yaml); \
+			printf 'resources:\n- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: %s\n  generic_secret: {secret: {inline_string: validate-only}}\n' $$n > $$s; \
+		done; \
 		env $(VALIDATE_ENV) $(ENVOY) --mode validate -c target/validate.yaml --log-level error >/dev/null \
 			&& echo "valid: $$f" || { echo "INVALID: $$f"; exit 1; }; \
 	done

@@ -17,6 +17,11 @@ pub const EXAMPLES: &[(&str, Make)] = &[
     ("failover.yaml", failover),
     ("virtual-keys.yaml", virtual_keys),
     ("global-ratelimit.yaml", global_ratelimit),
+    ("bedrock.yaml", bedrock),
+    ("vertex.yaml", vertex),
+    ("foundry.yaml", foundry),
+    ("foundry-entra.yaml", foundry_entra),
+    ("clouds-failover.yaml", clouds_failover),
 ];
 
 /// Every example as `(file name, text)`, from the text of `envoy/envoy.yaml`.
@@ -466,6 +471,436 @@ pub fn global_ratelimit(base: &str) -> Result<String, String> {
                 pattern: "**/http_filters/[name=envoy.filters.http.ratelimit]",
                 text: "Envoy's global rate limiting (envoyproxy/ratelimit with Redis) counts across replicas:\n\
                        the gateway filter sets the consumer and cost center as descriptors.",
+            },
+        ],
+    )
+}
+
+// --- the clouds -------------------------------------------------------------------------------
+
+/// A vendor's cluster: the anthropic cluster's settings (TLS with SNI and name checks,
+/// keepalive), another host, HTTP/2 or HTTP/1.1 as the vendor's ALPN says, outlier detection.
+fn vendor_cluster(b: &mut Bootstrap, name: &str, url: &str) -> Result<(), String> {
+    b.copy_cluster("anthropic", name)?
+        .upstream(name, &crate::Upstream::parse(url)?)?
+        .set_in_cluster(name, OUTLIER_DETECTION)?
+        .set_in_cluster(name, VENDOR_CIRCUIT_BREAKERS)?
+        .set_in_cluster(name, AUTO_PROTOCOL)?
+        .set_in_cluster(name, &tls_auto_alpn(url)?)?;
+    Ok(())
+}
+
+/// The vendor's TLS settings with both protocols offered, for `auto_config` to choose from.
+fn tls_auto_alpn(url: &str) -> Result<String, String> {
+    let host = crate::Upstream::parse(url)?.host;
+    Ok(format!(
+        r#"
+transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: {host}
+    common_tls_context:
+      alpn_protocols: [h2, http/1.1]
+      validation_context:
+        trusted_ca: {{filename: /etc/ssl/certs/ca-certificates.crt}}
+        match_typed_subject_alt_names:
+        - {{san_type: DNS, matcher: {{exact: {host}}}}}
+"#
+    ))
+}
+
+const AUTO_PROTOCOL: &str = r#"
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    common_http_protocol_options:
+      idle_timeout: 300s
+    auto_config:
+      http2_protocol_options:
+        connection_keepalive: {interval: 30s, timeout: 10s}
+"#;
+
+/// SigV4 with Envoy's standard credential chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+/// (and AWS_SESSION_TOKEN) from its environment, then the credentials file, web identity
+/// (IRSA) and instance or task metadata. The payload is signed (Bedrock has no unsigned
+/// payloads), so the body is buffered up to the route's limit.
+fn aws_signing(service: &str, region: &str, host: &str) -> String {
+    format!(
+        r#"
+name: envoy.filters.http.aws_request_signing
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning
+  service_name: {service}
+  region: {region}
+  host_rewrite: {host}
+  use_unsigned_payload: false
+  match_excluded_headers:
+  - exact: x-claude-gateway-target
+"#
+    )
+}
+
+/// A YAML mapping as the only item of a YAML list.
+fn list_item(mapping: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in mapping.trim().lines().enumerate() {
+        out.push_str(if i == 0 { "- " } else { "  " });
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+const BEDROCK_HOST: &str = "bedrock-runtime.us-east-1.amazonaws.com";
+
+const SIGNING_COMMENT: Comment = Comment {
+    pattern: "**/http_filters/[name=envoy.filters.http.aws_request_signing]",
+    text: "SigV4 by Envoy, after the gateway filter has put the request in Bedrock's format, for the\n\
+           host it is sent to (host_rewrite: Envoy's auto_host_rewrite applies only after upstream\n\
+           filters, so the signer sets the host it signs itself). Credentials\n\
+           from Envoy's chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN) in its\n\
+           environment, then the credentials file, web identity (IRSA), instance or task metadata.",
+};
+
+const BEDROCK: &str = "\
+# Example: Claude on AWS Bedrock next to Anthropic. claude-sonnet-* is served by Bedrock's
+# InvokeModel API (us-east-1, cross-region inference profiles): the gateway turns each Messages
+# request into Bedrock's format (model id in the path, anthropic_version and anthropic_beta in
+# the body) and Bedrock's event stream back into SSE as it arrives; Envoy signs every request
+# (SigV4, credentials from its environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). Clients
+# that already speak Bedrock (Claude Code with CLAUDE_CODE_USE_BEDROCK=1,
+# ANTHROPIC_BEDROCK_BASE_URL=<gateway>/bedrock, CLAUDE_CODE_SKIP_BEDROCK_AUTH=1) get Bedrock's
+# own answers. Everything else goes to Anthropic. Generated by `make examples`
+# (render/src/examples.rs) from envoy/envoy.yaml, which explains the shared settings; vendors
+# are in docs/operator-guide.md, \"Vendors\".
+
+";
+
+const BEDROCK_CONFIG: &str = r#"
+routes:
+- name: sonnet-bedrock
+  match: {model: [claude-sonnet-4-5*, claude-sonnet-4-6*]}
+  cluster: bedrock
+  dialect: bedrock
+  models:
+    claude-sonnet-4-5*: us.anthropic.claude-sonnet-4-5-20250929-v1:0
+    claude-sonnet-4-6*: us.anthropic.claude-sonnet-4-6
+- name: bedrock-clients
+  match: {model: "*anthropic.claude-*"}
+  cluster: bedrock
+  dialect: bedrock
+default_route: {name: anthropic, cluster: anthropic}
+"#;
+
+pub fn bedrock(base: &str) -> Result<String, String> {
+    let mut b = Bootstrap::parse(base)?;
+    b.plugin_config_yaml(BEDROCK_CONFIG)?;
+    vendor_cluster(&mut b, "bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")?;
+    b.upstream_filters("bedrock", None, &list_item(&aws_signing("bedrock", "us-east-1", BEDROCK_HOST)))?;
+    b.render(BEDROCK, &[OUTLIER_COMMENT, SIGNING_COMMENT])
+}
+
+const VERTEX: &str = "\
+# Example: Claude on Google Vertex AI next to Anthropic. claude-sonnet-* is served by Vertex AI's
+# global endpoint (rawPredict / streamRawPredict in project my-gcp-project): the gateway moves
+# the model into the path, sets anthropic_version, keeps only the betas Vertex accepts. Envoy's
+# gcp_authn filter adds an OAuth2 access token from the GCP metadata server (the workload's
+# service account; on GKE, Workload Identity). Outside Google Cloud, inject a token an external
+# refresher keeps in a file with credential_injector instead (docs/operator-guide.md). Clients
+# that already speak Vertex (CLAUDE_CODE_USE_VERTEX=1, ANTHROPIC_VERTEX_BASE_URL=
+# <gateway>/vertex/v1, CLAUDE_CODE_SKIP_VERTEX_AUTH=1) work too. Generated by `make examples`
+# (render/src/examples.rs) from envoy/envoy.yaml, which explains the shared settings.
+
+";
+
+const VERTEX_CONFIG: &str = r#"
+routes:
+- name: sonnet-vertex
+  match: {model: claude-sonnet-*}
+  cluster: vertex
+  dialect: vertex
+  project: my-gcp-project
+  region: global
+  models:
+    claude-sonnet-4-5: claude-sonnet-4-5@20250929
+    claude-sonnet-4-5-20250929: claude-sonnet-4-5@20250929
+default_route: {name: anthropic, cluster: anthropic}
+"#;
+
+const GCP_AUTHN: &str = r#"
+- name: envoy.filters.http.gcp_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.gcp_authn.v3.GcpAuthnFilterConfig
+    http_uri:
+      uri: http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token
+      cluster: gcp_metadata
+      timeout: 2s
+    retry_policy:
+      num_retries: 2
+      retry_back_off: {base_interval: 0.25s, max_interval: 1s}
+    cache_config: {cache_size: 10}
+"#;
+
+const VERTEX_AUDIENCE: &str = r#"
+metadata:
+  typed_filter_metadata:
+    envoy.filters.http.gcp_authn:
+      "@type": type.googleapis.com/envoy.extensions.filters.http.gcp_authn.v3.Audience
+      url: https://aiplatform.googleapis.com/
+      access_token: {}
+"#;
+
+const GCP_METADATA_CLUSTER: &str = r#"
+name: gcp_metadata
+type: STRICT_DNS
+connect_timeout: 1s
+load_assignment:
+  cluster_name: gcp_metadata
+  endpoints:
+  - lb_endpoints:
+    - endpoint:
+        address: {socket_address: {address: metadata.google.internal, port_value: 80}}
+"#;
+
+pub fn vertex(base: &str) -> Result<String, String> {
+    let mut b = Bootstrap::parse(base)?;
+    b.plugin_config_yaml(VERTEX_CONFIG)?
+        .add_http_filters("envoy.filters.http.router", GCP_AUTHN)?;
+    vendor_cluster(&mut b, "vertex", "https://aiplatform.googleapis.com")?;
+    b.set_in_cluster("vertex", VERTEX_AUDIENCE)?
+        .add_cluster_yaml(GCP_METADATA_CLUSTER)?;
+    b.render(
+        VERTEX,
+        &[
+            OUTLIER_COMMENT,
+            Comment {
+                pattern: "**/http_filters/[name=envoy.filters.http.gcp_authn]",
+                text: "Adds `authorization: Bearer <access token>` to requests whose cluster has the\n\
+                       gcp_authn audience below (vertex only); the token is cached until it expires.",
+            },
+            Comment {
+                pattern: "static_resources/clusters/[name=vertex]/metadata",
+                text: "An OAuth2 access token (not an identity token) is what Vertex AI takes.",
+            },
+        ],
+    )
+}
+
+const FOUNDRY: &str = "\
+# Example: Claude in Microsoft Foundry next to Anthropic. claude-haiku-* is served by the Foundry
+# resource my-resource (deployment names in the model map); Envoy's credential_injector adds the
+# resource's API key as x-api-key from a secret file (SDS; rotate it by replacing the file),
+# which the filter never sees. foundry-entra.yaml authenticates with Entra ID instead.
+# Generated by `make examples` (render/src/examples.rs) from envoy/envoy.yaml, which explains the
+# shared settings.
+
+";
+
+const FOUNDRY_CONFIG: &str = r#"
+routes:
+- name: haiku-foundry
+  match: {model: claude-haiku-*}
+  cluster: foundry
+  dialect: foundry
+  models:
+    claude-haiku-4-5*: claude-haiku-4-5
+default_route: {name: anthropic, cluster: anthropic}
+"#;
+
+const NODE: &str = "node: {id: claude-gateway, cluster: claude-gateway}";
+
+const FOUNDRY_KEY: &str = r#"
+- name: envoy.filters.http.credential_injector
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector
+    overwrite: true
+    credential:
+      name: envoy.http.injected_credentials.generic
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic
+        header: x-api-key
+        credential:
+          name: foundry-api-key
+          sds_config:
+            path_config_source: {path: /etc/envoy/secrets/foundry-api-key.yaml}
+"#;
+
+const SECRET_COMMENT: Comment = Comment {
+    pattern: "**/http_filters/[name=envoy.filters.http.credential_injector]",
+    text: "The vendor's credential, added by Envoy: the file holds an SDS Secret\n\
+           ({resources: [{\"@type\": ...tls.v3.Secret, name: ..., generic_secret: {secret: {inline_string: ...}}}]});\n\
+           Envoy reloads it when the file is replaced (a symlink swap, as Kubernetes does).",
+};
+
+pub fn foundry(base: &str) -> Result<String, String> {
+    let mut b = Bootstrap::parse(base)?;
+    b.set_in_document(NODE)?.plugin_config_yaml(FOUNDRY_CONFIG)?;
+    vendor_cluster(&mut b, "foundry", "https://my-resource.services.ai.azure.com")?;
+    b.upstream_filters("foundry", None, FOUNDRY_KEY)?;
+    b.render(FOUNDRY, &[OUTLIER_COMMENT, SECRET_COMMENT])
+}
+
+const FOUNDRY_ENTRA: &str = "\
+# Example: foundry.yaml with Entra ID instead of an API key: Envoy's credential_injector gets an
+# OAuth2 token with the client-credentials grant (scope https://ai.azure.com/.default) from the
+# tenant's token endpoint and sends it as a bearer token; the client secret comes from a secret
+# file (SDS). Generated by `make examples` (render/src/examples.rs) from envoy/envoy.yaml, which
+# explains the shared settings.
+
+";
+
+const FOUNDRY_OAUTH2: &str = r#"
+- name: envoy.filters.http.credential_injector
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector
+    overwrite: true
+    credential:
+      name: envoy.http.injected_credentials.oauth2
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.http.injected_credentials.oauth2.v3.OAuth2
+        token_endpoint:
+          uri: https://login.microsoftonline.com/my-tenant-id/oauth2/v2.0/token
+          cluster: entra
+          timeout: 3s
+        scopes: [https://ai.azure.com/.default]
+        client_credentials:
+          client_id: my-app-client-id
+          client_secret:
+            name: entra-client-secret
+            sds_config:
+              path_config_source: {path: /etc/envoy/secrets/entra-client-secret.yaml}
+"#;
+
+pub fn foundry_entra(base: &str) -> Result<String, String> {
+    let mut b = Bootstrap::parse(base)?;
+    b.set_in_document(NODE)?.plugin_config_yaml(FOUNDRY_CONFIG)?;
+    vendor_cluster(&mut b, "foundry", "https://my-resource.services.ai.azure.com")?;
+    b.upstream_filters("foundry", None, FOUNDRY_OAUTH2)?;
+    b.copy_cluster("anthropic", "entra")?
+        .upstream("entra", &crate::Upstream::parse("https://login.microsoftonline.com")?)?
+        .set_in_cluster("entra", AUTO_PROTOCOL)?;
+    b.render(FOUNDRY_ENTRA, &[OUTLIER_COMMENT, SECRET_COMMENT])
+}
+
+const CLOUDS_FAILOVER: &str = "\
+# Example: one model family on two vendors, Anthropic first and Bedrock second. The route's
+# cluster claude_sonnet is an aggregate of the anthropic and bedrock clusters: while Anthropic is
+# healthy every request goes there (a session keeps its prompt cache); a 429, 529, 5xx or failed
+# connection is retried on Bedrock within the same client request (retry_priority), streams
+# included, before anything reached the client. The gateway's upstream instance runs once per
+# attempt, learns the attempt's target from its endpoint's metadata, and puts that attempt in
+# the target's format; Envoy signs only the Bedrock attempts (the composite filter matches the
+# target the gateway names). The audit record lists the attempts and the vendor that answered.
+# Generated by `make examples` (render/src/examples.rs) from envoy/envoy.yaml, which explains the
+# shared settings.
+
+";
+
+const CLOUDS_FAILOVER_CONFIG: &str = r#"
+routes:
+- name: sonnet
+  match: {model: claude-sonnet-4-5*}
+  cluster: claude_sonnet
+  failover:
+  - name: sonnet-bedrock
+    dialect: bedrock
+    models:
+      claude-sonnet-4-5*: us.anthropic.claude-sonnet-4-5-20250929-v1:0
+default_route: {name: anthropic, cluster: anthropic}
+"#;
+
+const AGGREGATE: &str = r#"
+name: claude_sonnet
+connect_timeout: 10s
+lb_policy: CLUSTER_PROVIDED
+cluster_type:
+  name: envoy.clusters.aggregate
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig
+    clusters: [anthropic, bedrock]
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: {http2_protocol_options: {}}
+"#;
+
+const BEDROCK_TARGET: &str = r#"
+load_assignment:
+  cluster_name: bedrock
+  endpoints:
+  - lb_endpoints:
+    - endpoint:
+        hostname: bedrock-runtime.us-east-1.amazonaws.com
+        address: {socket_address: {address: bedrock-runtime.us-east-1.amazonaws.com, port_value: 443}}
+      metadata:
+        filter_metadata:
+          claude_gateway: {target: sonnet-bedrock}
+"#;
+
+fn signed_for_target(target: &str) -> String {
+    // Nested under the action's `typed_config:` (18 columns in), two deeper.
+    let signing = aws_signing("bedrock", "us-east-1", BEDROCK_HOST).replace('\n', &format!("\n{}", " ".repeat(20)));
+    format!(
+        r#"
+- name: sign-bedrock-attempts
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+    extension_config:
+      name: envoy.filters.http.composite
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite
+    xds_matcher:
+      matcher_tree:
+        input:
+          name: target
+          typed_config:
+            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
+            header_name: x-claude-gateway-target
+        exact_match_map:
+          map:
+            {target}:
+              action:
+                name: sign
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                  typed_config:{signing}
+- name: envoy.filters.http.header_mutation
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+    mutations:
+      request_mutations:
+      - remove: x-claude-gateway-target
+"#
+    )
+}
+
+pub fn clouds_failover(base: &str) -> Result<String, String> {
+    let mut b = Bootstrap::parse(base)?;
+    b.plugin_config_yaml(CLOUDS_FAILOVER_CONFIG)?
+        .set_in_cluster("anthropic", OUTLIER_DETECTION)?;
+    vendor_cluster(&mut b, "bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")?;
+    b.set_in_cluster("bedrock", BEDROCK_TARGET)?
+        .add_cluster_yaml(AGGREGATE)?
+        .upstream_filters("claude_sonnet", Some(true), &signed_for_target("sonnet-bedrock"))?
+        .set_in_retry_policies(PREVIOUS_PRIORITIES)?;
+    b.render(
+        CLOUDS_FAILOVER,
+        &[
+            OUTLIER_COMMENT,
+            Comment {
+                pattern: "static_resources/clusters/[name=bedrock]/load_assignment/**/metadata",
+                text: "Names the failover target whose format the gateway's upstream instance uses for\n\
+                       attempts on this endpoint (routes[0].failover in the plugin configuration).",
+            },
+            Comment {
+                pattern: "static_resources/clusters/[name=claude_sonnet]/**/http_filters",
+                text: "Run once per attempt: the gateway (holding the attempt until its body is rewritten\n\
+                       for the target), SigV4 for Bedrock attempts only, and the target mark removed.",
+            },
+            Comment {
+                pattern: "**/retry_policy/retry_priority",
+                text: "A retry goes to the aggregate's next cluster (the next vendor) at once.",
             },
         ],
     )

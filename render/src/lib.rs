@@ -645,17 +645,29 @@ impl Bootstrap {
     ) -> Result<&mut Self, String> {
         let first = upstreams.first().ok_or("no upstream")?.clone();
         let c = self.cluster(cluster)?;
+        // The endpoints' metadata (a failover target's name) stays.
+        let metadata = c
+            .get("load_assignment")
+            .and_then(|a| a.get("endpoints"))
+            .and_then(|e| e.get(0))
+            .and_then(|e| e.get("lb_endpoints"))
+            .and_then(|e| e.get(0))
+            .and_then(|e| e.get("metadata"))
+            .cloned();
         let levels = upstreams
             .iter()
             .enumerate()
             .map(|(priority, Upstream { host, port, .. })| {
-                let endpoint = mapping([(
+                let mut endpoint = mapping([(
                     "endpoint",
                     mapping([
                         ("hostname", Value::from(host.as_str())),
                         ("address", socket_address(host, *port)),
                     ]),
                 )]);
+                if let Some(m) = &metadata {
+                    *key(&mut endpoint, "metadata") = m.clone();
+                }
                 let lb = ("lb_endpoints", Value::Sequence(vec![endpoint]));
                 // Priority 0 is the default: written only from the second level on.
                 if priority == 0 {
@@ -683,6 +695,8 @@ impl Bootstrap {
             // and mock speaks. (A cluster that was plain already keeps its protocol: gRPC.)
             let options = key(c, "typed_extension_protocol_options");
             let http = key(options, HTTP_OPTIONS);
+            // `auto_config` needs TLS (ALPN); a plain upstream gets HTTP/1.1 explicitly.
+            map(http).remove("auto_config");
             *key(http, "explicit_http_config") =
                 mapping([("http_protocol_options", Value::Mapping(Mapping::new()))]);
         }
@@ -736,6 +750,13 @@ impl Bootstrap {
         Ok(self)
     }
 
+    /// Sets top-level keys (a YAML mapping) of the bootstrap (`node`, say).
+    pub fn set_in_document(&mut self, text: &str) -> Result<&mut Self, String> {
+        let fields = yaml_mapping(text)?;
+        set_all(map(&mut self.doc), fields);
+        Ok(self)
+    }
+
     /// Sets keys (a YAML mapping) in the cluster named `name`.
     pub fn set_in_cluster(&mut self, name: &str, text: &str) -> Result<&mut Self, String> {
         let fields = yaml_mapping(text)?;
@@ -748,6 +769,45 @@ impl Bootstrap {
     /// `vm_config` and plugin configuration (same `vm_id`, so the two share data), root id
     /// `<name>_upstream`, then the upstream codec.
     pub fn add_upstream_filter(&mut self, cluster: &str) -> Result<&mut Self, String> {
+        self.upstream_filters(cluster, Some(false), "[]")
+    }
+
+    /// Sets the upstream HTTP filters of `cluster`: the gateway's upstream instance first
+    /// (`Some(hold)`: holding each attempt's headers for its body, as failover targets need;
+    /// `None`: no gateway instance), then `extra` (a YAML list of filters), then the codec.
+    pub fn upstream_filters(
+        &mut self,
+        cluster: &str,
+        gateway: Option<bool>,
+        extra: &str,
+    ) -> Result<&mut Self, String> {
+        let mut filters = match gateway {
+            Some(hold) => vec![self.gateway_upstream_filter(hold)?],
+            None => Vec::new(),
+        };
+        match serde_yaml_ng::from_str::<Value>(extra).map_err(|e| e.to_string())? {
+            Value::Sequence(s) => filters.extend(s),
+            _ => return Err("the upstream filters must be a YAML list".into()),
+        }
+        filters.push(mapping([
+            ("name", Value::from("envoy.filters.http.upstream_codec")),
+            (
+                "typed_config",
+                mapping([("@type", Value::from(UPSTREAM_CODEC_TYPE))]),
+            ),
+        ]));
+        let c = self.cluster(cluster)?;
+        let options = c
+            .get_mut("typed_extension_protocol_options")
+            .and_then(|o| o.get_mut(HTTP_OPTIONS))
+            .ok_or_else(|| format!("cluster {cluster:?} has no {HTTP_OPTIONS}"))?;
+        *key(options, "http_filters") = Value::Sequence(filters);
+        Ok(self)
+    }
+
+    /// The gateway filter as an upstream filter: the downstream filter's `vm_config` and
+    /// plugin configuration (same `vm_id`, so the two share data), root id `<name>_upstream`.
+    fn gateway_upstream_filter(&mut self, hold: bool) -> Result<Value, String> {
         let downstream = seq(key_in(self.hcm()?, "http_filters"))
             .iter()
             .find(|f| type_of(f) == Some(WASM_TYPE))
@@ -763,41 +823,23 @@ impl Bootstrap {
                 .and_then(Value::as_str)
                 .unwrap_or("claude_gateway")
         );
-        let filters = Value::Sequence(vec![
-            mapping([
-                ("name", Value::from("envoy.filters.http.wasm")),
-                (
-                    "typed_config",
-                    mapping([
-                        ("@type", Value::from(WASM_TYPE)),
-                        (
-                            "config",
-                            mapping([
-                                ("name", Value::from(name.as_str())),
-                                ("root_id", Value::from(name.as_str())),
-                                ("failure_policy", field("failure_policy")),
-                                ("vm_config", field("vm_config")),
-                                ("configuration", field("configuration")),
-                            ]),
-                        ),
-                    ]),
-                ),
-            ]),
-            mapping([
-                ("name", Value::from("envoy.filters.http.upstream_codec")),
-                (
-                    "typed_config",
-                    mapping([("@type", Value::from(UPSTREAM_CODEC_TYPE))]),
-                ),
-            ]),
+        let mut config = mapping([
+            ("name", Value::from(name.as_str())),
+            ("root_id", Value::from(name.as_str())),
         ]);
-        let c = self.cluster(cluster)?;
-        let options = c
-            .get_mut("typed_extension_protocol_options")
-            .and_then(|o| o.get_mut(HTTP_OPTIONS))
-            .ok_or_else(|| format!("cluster {cluster:?} has no {HTTP_OPTIONS}"))?;
-        *key(options, "http_filters") = filters;
-        Ok(self)
+        if hold {
+            *key(&mut config, "allow_on_headers_stop_iteration") = Value::from(true);
+        }
+        for k in ["failure_policy", "vm_config", "configuration"] {
+            *key(&mut config, k) = field(k);
+        }
+        Ok(mapping([
+            ("name", Value::from("envoy.filters.http.wasm")),
+            (
+                "typed_config",
+                mapping([("@type", Value::from(WASM_TYPE)), ("config", config)]),
+            ),
+        ]))
     }
 }
 

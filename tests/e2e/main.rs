@@ -15,6 +15,7 @@
 mod support;
 
 mod cache;
+mod clouds;
 mod deploy;
 mod faults;
 mod foundation;

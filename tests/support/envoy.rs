@@ -336,7 +336,7 @@ impl Gateway {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["gen_ai.provider.name"] == "anthropic")
+            .filter(|v| v.get("gen_ai.provider.name").is_some())
             .collect()
     }
 
