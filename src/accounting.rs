@@ -48,7 +48,7 @@ pub struct Finished<'a> {
     pub dialect: Option<Dialect>,
     /// The failover target that answered, when the route has targets.
     pub target: Option<&'a str>,
-    /// The upstream instance's `target:status,...` list of a failover route's attempts.
+    /// The upstream instance's list of a failover route's attempts (see `parse_attempts`).
     pub upstream_attempts: Option<&'a str>,
     /// The answering target's own prices, checked first.
     pub prices: &'a [Price],
@@ -207,15 +207,17 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     (up, record)
 }
 
-/// `anthropic:529,bedrock:200,` as the upstream instance writes it (bounded).
+/// `;anthropic=529;bedrock=200` as the upstream instance writes it (an attempt reset before
+/// its response has no status); bounded.
 fn parse_attempts(s: &str) -> Vec<Attempt> {
-    s.split(',')
-        .filter_map(|a| {
-            let (target, status) = a.rsplit_once(':')?;
-            Some(Attempt {
+    s.split(';')
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            let (target, status) = a.split_once('=').unwrap_or((a, ""));
+            Attempt {
                 target: target.chars().take(128).collect(),
                 status: status.parse().ok(),
-            })
+            }
         })
         .take(16)
         .collect()

@@ -214,7 +214,7 @@ fn a_vendor_answer_names_the_vendor_its_attempts_and_its_prices() {
         route: Some("sonnet"),
         dialect: Some(target.dialect),
         target: Some("bedrock"),
-        upstream_attempts: Some("sonnet:529,bedrock:200,"),
+        upstream_attempts: Some(";sonnet=529;x;bedrock=200"),
         prices: &target.prices,
         dropped_fields: &dropped,
         ..finished(&x)
@@ -226,7 +226,8 @@ fn a_vendor_answer_names_the_vendor_its_attempts_and_its_prices() {
     assert_eq!(v["upstream_target"], "bedrock");
     assert_eq!(
         v["upstream_attempts"],
-        serde_json::json!([{"target":"sonnet","status":529},{"target":"bedrock","status":200}])
+        serde_json::json!([{"target":"sonnet","status":529},{"target":"x","status":null},
+                           {"target":"bedrock","status":200}])
     );
     assert_eq!(v["dropped_fields"], serde_json::json!(["service_tier"]));
     assert_eq!(v["price"], "sonnet-bedrock");

@@ -76,8 +76,9 @@ impl Response {
             Treatment::Error | Treatment::CountTokens => {
                 let status = headers.status().map_or(0, u32::from);
                 let aws = headers.get("x-amzn-errortype").map(str::to_owned);
-                // The status can only change now; the body's message comes at its end.
-                if treatment == Treatment::Error {
+                // The status can only change now, before the body says what it is: only AWS's
+                // errors (named by their header) get the status the API would have used.
+                if treatment == Treatment::Error && aws.is_some() {
                     if let Some((s, _)) = answer::error(status, aws.as_deref(), b"{}") {
                         set_header(id, ":status", &s.to_string());
                     }

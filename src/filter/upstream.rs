@@ -32,7 +32,8 @@ pub const KEY_HEADER: &str = "x-claude-gateway-key";
 /// target's credential filter by it; removed before the vendor), and the response header
 /// telling the downstream instance which target answered.
 pub const TARGET_HEADER: &str = "x-claude-gateway-target";
-/// Filter state: a failover route's attempts, `target:status,` each.
+/// Filter state: a failover route's attempts, `;target` when one starts and `=status` when its
+/// response head arrives (an attempt reset before that has none).
 pub const ATTEMPTS: &str = "claude_gateway_attempts";
 /// Where a failover target is named in its endpoints' metadata.
 const METADATA_FILTER: &str = "claude_gateway";
@@ -150,6 +151,7 @@ impl Upstream {
             ops.extend(plan::credential(target.auth, secret));
         }
         effects::apply_headers(self.id, &ops);
+        self.note_attempt(&format!(";{}", target.name));
         self.attempt = Some(Attempt {
             target: target.name.clone(),
             route: route.name.clone(),
@@ -157,6 +159,18 @@ impl Upstream {
             path: h.path.clone().unwrap_or_default(),
         });
         true
+    }
+
+    /// Appends to the request's list of attempts (bounded: a route has few targets, and
+    /// Envoy bounds the retries).
+    fn note_attempt(&self, part: &str) {
+        let mut seen = host::property(&[ATTEMPTS]).ok().flatten().unwrap_or_default();
+        if seen.len() < 1024 {
+            seen.extend_from_slice(part.as_bytes());
+            if let Err(e) = host::set_property(&[ATTEMPTS], &seen) {
+                log::debug!("#{} {e}", self.id);
+            }
+        }
     }
 
     /// The attempt's body is complete: puts it into the target's dialect.
@@ -288,17 +302,7 @@ impl HttpContext for Upstream {
         let headers = ResponseHeaders::load(self.id);
         if let Some(a) = &self.attempt {
             let status = headers.status().map_or_else(String::new, |s| s.to_string());
-            let mut seen = host::property(&[ATTEMPTS])
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            // Bounded: a route has few targets, and retries are bounded by Envoy.
-            if seen.len() < 1024 {
-                seen.extend_from_slice(format!("{}:{status},", a.target).as_bytes());
-                if let Err(e) = host::set_property(&[ATTEMPTS], &seen) {
-                    log::debug!("#{} {e}", self.id);
-                }
-            }
+            self.note_attempt(&format!("={status}"));
             if let Err(e) = host::set_response_header(TARGET_HEADER, &a.target) {
                 log::warn!("#{} {e}", self.id);
             }
