@@ -596,8 +596,16 @@ default_route: {name: anthropic, cluster: anthropic}
 pub fn bedrock(base: &str) -> Result<String, String> {
     let mut b = Bootstrap::parse(base)?;
     b.plugin_config_yaml(BEDROCK_CONFIG)?;
-    vendor_cluster(&mut b, "bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")?;
-    b.upstream_filters("bedrock", None, &list_item(&aws_signing("bedrock", "us-east-1", BEDROCK_HOST)))?;
+    vendor_cluster(
+        &mut b,
+        "bedrock",
+        "https://bedrock-runtime.us-east-1.amazonaws.com",
+    )?;
+    b.upstream_filters(
+        "bedrock",
+        None,
+        &list_item(&aws_signing("bedrock", "us-east-1", BEDROCK_HOST)),
+    )?;
     b.render(BEDROCK, &[OUTLIER_COMMENT, SIGNING_COMMENT])
 }
 
@@ -632,10 +640,8 @@ const GCP_AUTHN: &str = r#"
 - name: envoy.filters.http.gcp_authn
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.gcp_authn.v3.GcpAuthnFilterConfig
-    http_uri:
-      uri: http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token
-      cluster: gcp_metadata
-      timeout: 2s
+    cluster: gcp_metadata
+    timeout: 2s
     retry_policy:
       num_retries: 2
       retry_back_off: {base_interval: 0.25s, max_interval: 1s}
@@ -735,8 +741,13 @@ const SECRET_COMMENT: Comment = Comment {
 
 pub fn foundry(base: &str) -> Result<String, String> {
     let mut b = Bootstrap::parse(base)?;
-    b.set_in_document(NODE)?.plugin_config_yaml(FOUNDRY_CONFIG)?;
-    vendor_cluster(&mut b, "foundry", "https://my-resource.services.ai.azure.com")?;
+    b.set_in_document(NODE)?
+        .plugin_config_yaml(FOUNDRY_CONFIG)?;
+    vendor_cluster(
+        &mut b,
+        "foundry",
+        "https://my-resource.services.ai.azure.com",
+    )?;
     b.upstream_filters("foundry", None, FOUNDRY_KEY)?;
     b.render(FOUNDRY, &[OUTLIER_COMMENT, SECRET_COMMENT])
 }
@@ -774,11 +785,19 @@ const FOUNDRY_OAUTH2: &str = r#"
 
 pub fn foundry_entra(base: &str) -> Result<String, String> {
     let mut b = Bootstrap::parse(base)?;
-    b.set_in_document(NODE)?.plugin_config_yaml(FOUNDRY_CONFIG)?;
-    vendor_cluster(&mut b, "foundry", "https://my-resource.services.ai.azure.com")?;
+    b.set_in_document(NODE)?
+        .plugin_config_yaml(FOUNDRY_CONFIG)?;
+    vendor_cluster(
+        &mut b,
+        "foundry",
+        "https://my-resource.services.ai.azure.com",
+    )?;
     b.upstream_filters("foundry", None, FOUNDRY_OAUTH2)?;
     b.copy_cluster("anthropic", "entra")?
-        .upstream("entra", &crate::Upstream::parse("https://login.microsoftonline.com")?)?
+        .upstream(
+            "entra",
+            &crate::Upstream::parse("https://login.microsoftonline.com")?,
+        )?
         .set_in_cluster("entra", AUTO_PROTOCOL)?;
     b.render(FOUNDRY_ENTRA, &[OUTLIER_COMMENT, SECRET_COMMENT])
 }
@@ -840,7 +859,8 @@ load_assignment:
 
 fn signed_for_target(target: &str) -> String {
     // Nested under the action's `typed_config:` (18 columns in), two deeper.
-    let signing = aws_signing("bedrock", "us-east-1", BEDROCK_HOST).replace('\n', &format!("\n{}", " ".repeat(20)));
+    let signing = aws_signing("bedrock", "us-east-1", BEDROCK_HOST)
+        .replace('\n', &format!("\n{}", " ".repeat(20)));
     format!(
         r#"
 - name: sign-bedrock-attempts
@@ -879,10 +899,18 @@ pub fn clouds_failover(base: &str) -> Result<String, String> {
     let mut b = Bootstrap::parse(base)?;
     b.plugin_config_yaml(CLOUDS_FAILOVER_CONFIG)?
         .set_in_cluster("anthropic", OUTLIER_DETECTION)?;
-    vendor_cluster(&mut b, "bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")?;
+    vendor_cluster(
+        &mut b,
+        "bedrock",
+        "https://bedrock-runtime.us-east-1.amazonaws.com",
+    )?;
     b.set_in_cluster("bedrock", BEDROCK_TARGET)?
         .add_cluster_yaml(AGGREGATE)?
-        .upstream_filters("claude_sonnet", Some(true), &signed_for_target("sonnet-bedrock"))?
+        .upstream_filters(
+            "claude_sonnet",
+            Some(true),
+            &signed_for_target("sonnet-bedrock"),
+        )?
         .set_in_retry_policies(PREVIOUS_PRIORITIES)?;
     b.render(
         CLOUDS_FAILOVER,

@@ -164,7 +164,10 @@ impl Upstream {
     /// Appends to the request's list of attempts (bounded: a route has few targets, and
     /// Envoy bounds the retries).
     fn note_attempt(&self, part: &str) {
-        let mut seen = host::property(&[ATTEMPTS]).ok().flatten().unwrap_or_default();
+        let mut seen = host::property(&[ATTEMPTS])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if seen.len() < 1024 {
             seen.extend_from_slice(part.as_bytes());
             if let Err(e) = host::set_property(&[ATTEMPTS], &seen) {

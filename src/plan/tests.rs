@@ -263,3 +263,85 @@ fn compressed_or_non_json_bodies_are_not_read_or_edited() {
     );
     assert_eq!(p.route.unwrap().name, "opus");
 }
+
+#[test]
+fn vendor_dialects_get_cache_markers_but_only_the_betas_they_accept() {
+    let config = parse(
+        br#"{"cache":{"ttl":"1h","min_tokens":[{"model":"*","tokens":0}]},
+             "routes":[{"name":"v","match":{"model":"v-*"},"cluster":"vertex","dialect":"vertex","project":"p"},
+                       {"name":"b","cluster":"bedrock","dialect":"bedrock"}]}"#,
+    )
+    .unwrap();
+    let body = br#"{"model":"m","system":"s","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut h = headers(&[("anthropic-beta", "context-1m-2025-08-07")]);
+    let p = plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages",
+        Some(body),
+        &mut h,
+    );
+    assert!(!p.cache.added.is_empty());
+    let sent: serde_json::Value =
+        serde_json::from_str(&apply(std::str::from_utf8(body).unwrap(), &p)).unwrap();
+    assert_eq!(sent["system"][0]["cache_control"]["ttl"], "1h", "{sent}");
+    assert!(sent.get("model").is_none());
+    // Bedrock refuses the extended-TTL beta: the gateway does not add what it would drop.
+    assert_eq!(
+        sent["anthropic_beta"],
+        serde_json::json!(["context-1m-2025-08-07"])
+    );
+    assert!(p.dropped_betas.is_empty());
+    assert!(
+        p.headers
+            .contains(&HeaderOp::Set(":path", "/model/m/invoke".into()))
+    );
+    assert!(p.headers.contains(&HeaderOp::Remove("x-api-key")));
+    let body = br#"{"model":"v-1","system":"s","messages":[{"role":"user","content":"hi"}]}"#;
+    let p = plan(
+        &config,
+        Endpoint::Messages,
+        "/v1/messages?beta=true",
+        Some(body),
+        &mut h,
+    );
+    let sent: serde_json::Value =
+        serde_json::from_str(&apply(std::str::from_utf8(body).unwrap(), &p)).unwrap();
+    assert_eq!(sent["system"][0]["cache_control"]["type"], "ephemeral");
+    assert_eq!(sent["anthropic_version"], "vertex-2023-10-16");
+    assert!(p.headers.contains(&HeaderOp::Set(
+        ":path",
+        "/v1/projects/p/locations/global/publishers/anthropic/models/v-1:rawPredict".into()
+    )));
+}
+
+#[test]
+fn a_cloud_format_request_must_go_to_a_route_of_its_cloud() {
+    let config = parse(
+        br#"{"routes":[{"name":"b","match":{"model":"*anthropic.claude-*"},"cluster":"bedrock","dialect":"bedrock"}]}"#,
+    )
+    .unwrap();
+    let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":1,"messages":[]}"#;
+    let mut h = headers(&[]);
+    for (path, refused) in [
+        (
+            "/bedrock/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
+            false,
+        ),
+        ("/bedrock/model/claude-haiku-4-5/invoke", true),
+    ] {
+        let inbound = crate::dialect::inbound::classify("POST", path).unwrap();
+        let p = plan_call(
+            &config,
+            Endpoint::Messages,
+            path,
+            Some(body),
+            &mut h,
+            Some(&inbound),
+        );
+        assert_eq!(p.reply.is_some(), refused, "{path}");
+        if refused {
+            assert_eq!(p.reply.unwrap().details, "claude_gateway.dialect");
+        }
+    }
+}

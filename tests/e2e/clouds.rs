@@ -4,7 +4,7 @@
 //! access token Envoy fetched from a mock metadata server, Foundry the key Envoy injected from a
 //! secret file. Clients are the Anthropic Python SDK in each of Claude Code's modes.
 
-use crate::support::anthropic::{self, Usage};
+use crate::support::anthropic;
 use crate::support::envoy::{self, Gateway, Run, python};
 use crate::support::mock::{Mock, Reply};
 use crate::support::vendors::{Kind, VendorMock, header};
@@ -50,7 +50,12 @@ fn messages_body(model: &str, stream: bool) -> Vec<u8> {
     .into_bytes()
 }
 
-fn post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn post(
+    gw: &Gateway,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut req = client().post(gw.url(path)).body(body.to_vec());
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -66,7 +71,10 @@ fn post(gw: &Gateway, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16
 }
 
 fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// SSE events of a body: (name, data as JSON).
@@ -91,14 +99,21 @@ fn events(body: &[u8]) -> Vec<(String, Value)> {
 
 /// The signer sets the host it signs; here it is the mock's (the endpoint's hostname).
 fn signed_for_mock(b: &mut crate::support::bootstrap::Bootstrap) {
-    let n = b.replace_value("host_rewrite", "bedrock-runtime.us-east-1.amazonaws.com", "127.0.0.1");
+    let n = b.replace_value(
+        "host_rewrite",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "127.0.0.1",
+    );
     assert!(n > 0, "no signer to point at the mock");
 }
 
 fn bedrock_gateway(anthropic_port: u16, bedrock: &VendorMock) -> Gateway {
     let mut b = envoy::shipped(
         "examples/bedrock.yaml",
-        &[("anthropic", &[anthropic_port]), ("bedrock", &[bedrock.port])],
+        &[
+            ("anthropic", &[anthropic_port]),
+            ("bedrock", &[bedrock.port]),
+        ],
     );
     signed_for_mock(&mut b);
     Gateway::start_with(b, &aws_run())
@@ -116,7 +131,10 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
     assert_eq!(got["stream_stop_reason"], "end_turn", "{got}");
     let records = bedrock.wait_records(3);
     assert_eq!(records.len(), 3, "{records:?}");
-    for (r, op) in records.iter().zip(["invoke", "invoke-with-response-stream", "count-tokens"]) {
+    for (r, op) in records
+        .iter()
+        .zip(["invoke", "invoke-with-response-stream", "count-tokens"])
+    {
         assert_eq!(r["check"], Value::Null, "{r}");
         assert_eq!(r["path"], format!("/model/{SONNET_ID}/{op}"));
         if op == "count-tokens" {
@@ -126,15 +144,32 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
             continue;
         }
         let body = &r["json"];
-        assert!(body.get("model").is_none() && body.get("stream").is_none(), "{body}");
+        assert!(
+            body.get("model").is_none() && body.get("stream").is_none(),
+            "{body}"
+        );
         assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
         assert_eq!(body["max_tokens"], 64);
-        assert_eq!(header(r, "x-api-key"), None, "the client's key never reaches AWS");
-        assert!(header(r, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 "));
+        assert_eq!(
+            header(r, "x-api-key"),
+            None,
+            "the client's key never reaches AWS"
+        );
+        assert!(
+            header(r, "authorization")
+                .unwrap()
+                .starts_with("AWS4-HMAC-SHA256 ")
+        );
     }
     // Usage as the mock reported it, in the SDK's view and in the audit records.
-    assert_eq!(got["usage"]["input_tokens"], records[0]["usage"]["input_tokens"]);
-    assert_eq!(got["stream_usage"]["output_tokens"], records[1]["usage"]["output_tokens"]);
+    assert_eq!(
+        got["usage"]["input_tokens"],
+        records[0]["usage"]["input_tokens"]
+    );
+    assert_eq!(
+        got["stream_usage"]["output_tokens"],
+        records[1]["usage"]["output_tokens"]
+    );
     let audit = gw.wait_audit_records(3);
     for (a, r) in audit.iter().zip(&records).take(2) {
         assert_eq!(a["gen_ai.provider.name"], "aws.bedrock", "{a}");
@@ -159,12 +194,29 @@ fn bedrock_errors_and_broken_streams_reach_the_client_in_the_apis_shape() {
     // An AWS error before the stream: the API's envelope and a status the SDKs retry on.
     for (scenario, status, kind) in [
         ("error:ThrottlingException:429", 429, "rate_limit_error"),
-        ("error:ServiceUnavailableException:503", 529, "overloaded_error"),
-        ("error:ValidationException:400", 400, "invalid_request_error"),
+        (
+            "error:ServiceUnavailableException:503",
+            529,
+            "overloaded_error",
+        ),
+        (
+            "error:ValidationException:400",
+            400,
+            "invalid_request_error",
+        ),
     ] {
-        let (s, hs, body) = post(&gw, "/v1/messages", &stream, &[("x-mock-scenario", scenario)]);
+        let (s, hs, body) = post(
+            &gw,
+            "/v1/messages",
+            &stream,
+            &[("x-mock-scenario", scenario)],
+        );
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        assert_eq!((s, v["type"].as_str()), (status, Some("error")), "{scenario}: {v}");
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (status, Some("error")),
+            "{scenario}: {v}"
+        );
         assert_eq!(v["error"]["type"], kind, "{scenario}");
         assert!(v["error"]["message"].as_str().unwrap().len() > 3, "{v}");
         assert_eq!(get(&hs, "content-type"), Some("application/json"));
@@ -180,17 +232,38 @@ fn bedrock_errors_and_broken_streams_reach_the_client_in_the_apis_shape() {
         ("oversize", "api_error"),
         ("garbage", "api_error"),
     ] {
-        let (s, hs, body) = post(&gw, "/v1/messages", &stream, &[("x-mock-scenario", scenario)]);
+        let (s, hs, body) = post(
+            &gw,
+            "/v1/messages",
+            &stream,
+            &[("x-mock-scenario", scenario)],
+        );
         assert_eq!(s, 200, "{scenario}");
-        assert_eq!(get(&hs, "content-type"), Some("text/event-stream"), "{scenario}");
+        assert_eq!(
+            get(&hs, "content-type"),
+            Some("text/event-stream"),
+            "{scenario}"
+        );
         let evs = events(&body);
-        assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"), "{scenario}");
+        assert_eq!(
+            evs.first().map(|e| e.0.as_str()),
+            Some("message_start"),
+            "{scenario}"
+        );
         let (name, data) = evs.last().unwrap();
         assert_eq!(name, "error", "{scenario}: {evs:?}");
         assert_eq!(data["error"]["type"], kind, "{scenario}: {data}");
-        assert_eq!(evs.iter().filter(|e| e.0 == "error").count(), 1, "{scenario}");
+        assert_eq!(
+            evs.iter().filter(|e| e.0 == "error").count(),
+            1,
+            "{scenario}"
+        );
         for (n, d) in &evs {
-            assert_eq!(d["type"].as_str(), Some(n.as_str()), "{scenario}: every event is whole");
+            assert_eq!(
+                d["type"].as_str(),
+                Some(n.as_str()),
+                "{scenario}: every event is whole"
+            );
         }
     }
     // The garbage after a complete stream comes after message_stop: nothing lost before it.
@@ -217,13 +290,23 @@ fn claude_code_in_bedrock_mode_gets_bedrocks_own_answers_through_the_gateway() {
     let got = sdk(&gw, "bedrock", SONNET_ID);
     assert_eq!(got["stream_stop_reason"], "end_turn", "{got}");
     let records = bedrock.wait_records(2);
-    for (r, op) in records.iter().zip(["invoke", "invoke-with-response-stream"]) {
+    for (r, op) in records
+        .iter()
+        .zip(["invoke", "invoke-with-response-stream"])
+    {
         assert_eq!(r["check"], Value::Null, "{r}");
         assert_eq!(r["path"], format!("/model/{SONNET_ID}/{op}"));
         assert_eq!(r["json"]["anthropic_version"], "bedrock-2023-05-31");
-        assert!(header(r, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256"));
+        assert!(
+            header(r, "authorization")
+                .unwrap()
+                .starts_with("AWS4-HMAC-SHA256")
+        );
     }
-    assert_eq!(got["usage"]["input_tokens"], records[0]["usage"]["input_tokens"]);
+    assert_eq!(
+        got["usage"]["input_tokens"],
+        records[0]["usage"]["input_tokens"]
+    );
     let audit = gw.wait_audit_records(2);
     for (a, r) in audit.iter().zip(&records) {
         assert_eq!(a["route"], "bedrock-clients", "{a}");
@@ -240,7 +323,11 @@ fn claude_code_in_bedrock_mode_gets_bedrocks_own_answers_through_the_gateway() {
         &[],
     );
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!((s, v["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{v}");
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (400, Some("invalid_request_error")),
+        "{v}"
+    );
     assert_eq!(bedrock.records().len(), 2);
     gw.assert_healthy();
 }
@@ -253,18 +340,31 @@ fn betas_and_fields_bedrock_refuses_are_dropped_counted_and_named() {
     let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "service_tier": "auto",
                       "messages": [{"role": "user", "content": "hi"}]});
     let betas = "interleaved-thinking-2025-05-14,extended-cache-ttl-2025-04-11,made-up-beta";
-    let (s, _, _) = h2_post(&gw, body.to_string().as_bytes(), &[("anthropic-beta", betas)]);
+    let (s, _, _) = h2_post(
+        &gw,
+        body.to_string().as_bytes(),
+        &[("anthropic-beta", betas)],
+    );
     assert_eq!(s, 200);
     let r = &bedrock.wait_records(1)[0];
     assert_eq!(r["check"], Value::Null, "{r}");
-    assert_eq!(r["json"]["anthropic_beta"], json!(["interleaved-thinking-2025-05-14"]));
+    assert_eq!(
+        r["json"]["anthropic_beta"],
+        json!(["interleaved-thinking-2025-05-14"])
+    );
     assert!(r["json"].get("service_tier").is_none());
     assert_eq!(header(r, "anthropic-beta"), None);
     let a = &gw.wait_audit_records(1)[0];
-    assert_eq!(a["dropped_betas"], json!(["extended-cache-ttl-2025-04-11", "made-up-beta"]));
+    assert_eq!(
+        a["dropped_betas"],
+        json!(["extended-cache-ttl-2025-04-11", "made-up-beta"])
+    );
     assert_eq!(a["dropped_fields"], json!(["service_tier"]));
     let m = "wasmcustom.claude_gateway.dialect_dropped.route.sonnet-bedrock";
-    assert_eq!(gw.counter(&format!("{m}.kind.beta.name.extended-cache-ttl-2025-04-11")), 1);
+    assert_eq!(
+        gw.counter(&format!("{m}.kind.beta.name.extended-cache-ttl-2025-04-11")),
+        1
+    );
     assert_eq!(gw.counter(&format!("{m}.kind.beta.name.other")), 1);
     assert_eq!(gw.counter(&format!("{m}.kind.field.name.service_tier")), 1);
     gw.assert_healthy();
@@ -277,7 +377,11 @@ fn h2_post(gw: &Gateway, body: &[u8], headers: &[(&str, &str)]) -> (u16, String,
         req = req.header(*k, *v);
     }
     let r = req.send().unwrap();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (r.status().as_u16(), ct, r.bytes().unwrap().to_vec())
 }
 
@@ -295,7 +399,10 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("claude-gateway-{name}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("claude-gateway-{name}-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -318,7 +425,14 @@ fn vertex_upstreams() -> Vertex {
         metadata: VendorMock::start(Kind::GcpMetadata, &["--token-file", token]),
         vertex: VendorMock::start(
             Kind::Vertex,
-            &["--token-file", token, "--project", "my-gcp-project", "--region", "global"],
+            &[
+                "--token-file",
+                token,
+                "--project",
+                "my-gcp-project",
+                "--region",
+                "global",
+            ],
         ),
         _dir: dir,
     }
@@ -351,15 +465,30 @@ fn vertex_ai_serves_the_messages_api_with_the_token_envoy_fetched() {
     ]) {
         assert_eq!(r["check"], Value::Null, "{r}");
         assert_eq!(r["path"], format!("{base}/{call}"));
-        assert_eq!(header(r, "authorization"), Some(format!("Bearer {GCP_TOKEN}").as_str()));
-        assert_eq!(header(r, "x-api-key"), None, "the client's key stays at the gateway");
+        assert_eq!(
+            header(r, "authorization"),
+            Some(format!("Bearer {GCP_TOKEN}").as_str())
+        );
+        assert_eq!(
+            header(r, "x-api-key"),
+            None,
+            "the client's key stays at the gateway"
+        );
         assert_eq!(r["json"]["anthropic_version"], "vertex-2023-10-16");
     }
     assert!(records[0]["json"].get("model").is_none());
     assert_eq!(records[2]["json"]["model"], "claude-sonnet-4-5@20250929");
     assert_eq!(got["count"], records[2]["usage"]["input_tokens"], "{got}");
-    assert_eq!(got["usage"]["input_tokens"], records[0]["usage"]["input_tokens"]);
-    assert!(v.metadata.records().iter().all(|r| header(r, "metadata-flavor") == Some("Google")));
+    assert_eq!(
+        got["usage"]["input_tokens"],
+        records[0]["usage"]["input_tokens"]
+    );
+    assert!(
+        v.metadata
+            .records()
+            .iter()
+            .all(|r| header(r, "metadata-flavor") == Some("Google"))
+    );
     let audit = gw.wait_audit_records(3);
     for (a, r) in audit.iter().zip(&records).take(2) {
         assert_eq!(a["gen_ai.provider.name"], "gcp.vertex_ai", "{a}");
@@ -378,7 +507,12 @@ fn vertex_ai_serves_the_messages_api_with_the_token_envoy_fetched() {
     let r = v.vertex.wait_records(4).pop().unwrap();
     assert_eq!(header(&r, "anthropic-beta"), Some("context-1m-2025-08-07"));
     // Vertex's own errors are already the API's envelope: forwarded as they are.
-    let (s, _, body) = post(&gw, "/v1/messages", &body, &[("x-mock-scenario", "status:503")]);
+    let (s, _, body) = post(
+        &gw,
+        "/v1/messages",
+        &body,
+        &[("x-mock-scenario", "status:503")],
+    );
     let e: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((s, e["type"].as_str()), (503, Some("error")), "{e}");
     let sent = v.vertex.wait_records(5).pop().unwrap();
@@ -401,12 +535,24 @@ fn claude_code_in_vertex_mode_reaches_the_routes_project() {
     assert_eq!(got["stream_stop_reason"], "end_turn", "{got}");
     let records = v.vertex.wait_records(3);
     let base = "/v1/projects/my-gcp-project/locations/global/publishers/anthropic/models";
-    assert_eq!(records[0]["path"], format!("{base}/claude-sonnet-4-5@20250929:rawPredict"));
-    assert_eq!(records[1]["path"], format!("{base}/claude-sonnet-4-5@20250929:streamRawPredict"));
-    assert_eq!(records[2]["path"], format!("{base}/count-tokens:rawPredict"));
+    assert_eq!(
+        records[0]["path"],
+        format!("{base}/claude-sonnet-4-5@20250929:rawPredict")
+    );
+    assert_eq!(
+        records[1]["path"],
+        format!("{base}/claude-sonnet-4-5@20250929:streamRawPredict")
+    );
+    assert_eq!(
+        records[2]["path"],
+        format!("{base}/count-tokens:rawPredict")
+    );
     for r in &records {
         assert_eq!(r["check"], Value::Null, "{r}");
-        assert_eq!(header(r, "authorization"), Some(format!("Bearer {GCP_TOKEN}").as_str()));
+        assert_eq!(
+            header(r, "authorization"),
+            Some(format!("Bearer {GCP_TOKEN}").as_str())
+        );
     }
     let audit = gw.wait_audit_records(2);
     assert_eq!(audit[0]["route"], "sonnet-vertex");
@@ -435,13 +581,25 @@ fn foundry_gets_the_key_envoy_injects_and_a_rotated_key_at_once() {
     let anthropic = Mock::start("anthropic", anthropic::responder("anthropic"));
     let foundry = VendorMock::start(
         Kind::Foundry,
-        &["--api-key", FOUNDRY_KEY, "--deployments", "claude-haiku-4-5"],
+        &[
+            "--api-key",
+            FOUNDRY_KEY,
+            "--deployments",
+            "claude-haiku-4-5",
+        ],
     );
     let mut b = envoy::shipped(
         "examples/foundry.yaml",
-        &[("anthropic", &[anthropic.port()]), ("foundry", &[foundry.port])],
+        &[
+            ("anthropic", &[anthropic.port()]),
+            ("foundry", &[foundry.port]),
+        ],
     );
-    let n = b.replace_value("path", "/etc/envoy/secrets/foundry-api-key.yaml", secret.to_str().unwrap());
+    let n = b.replace_value(
+        "path",
+        "/etc/envoy/secrets/foundry-api-key.yaml",
+        secret.to_str().unwrap(),
+    );
     assert_eq!(n, 1);
     let gw = Gateway::start(b);
     let got = sdk(&gw, "anthropic", "claude-haiku-4-5-20251001");
@@ -459,7 +617,10 @@ fn foundry_gets_the_key_envoy_injects_and_a_rotated_key_at_once() {
     }
     let audit = gw.wait_audit_records(2);
     assert_eq!(audit[0]["gen_ai.provider.name"], "azure.ai.inference");
-    assert_eq!(audit[1]["gen_ai.usage.output_tokens"], records[1]["usage"]["output_tokens"]);
+    assert_eq!(
+        audit[1]["gen_ai.usage.output_tokens"],
+        records[1]["usage"]["output_tokens"]
+    );
 
     // The key rotated in the secret file: Envoy reloads it, the filter never held it.
     write_secret(&secret, "foundry-api-key", FOUNDRY_KEY_2);
@@ -471,7 +632,10 @@ fn foundry_gets_the_key_envoy_injects_and_a_rotated_key_at_once() {
         if header(&last, "x-api-key") == Some(FOUNDRY_KEY_2) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the rotated key never arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key never arrived"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     for (place, text) in gw.readable_text() {
@@ -488,14 +652,20 @@ fn failing_anthropic() -> Mock {
     let normal = anthropic::responder("anthropic");
     Mock::start(
         "anthropic",
-        std::sync::Arc::new(move |r: &crate::support::mock::Recorded| match r.header("x-test-anthropic") {
-            Some("reset") => Reply::reset(),
-            Some(code) => {
-                let status: u16 = code.parse().unwrap();
-                let kind = if status == 429 { "rate_limit_error" } else { "overloaded_error" };
-                anthropic::error(status, kind, "Overloaded")
+        std::sync::Arc::new(move |r: &crate::support::mock::Recorded| {
+            match r.header("x-test-anthropic") {
+                Some("reset") => Reply::reset(),
+                Some(code) => {
+                    let status: u16 = code.parse().unwrap();
+                    let kind = if status == 429 {
+                        "rate_limit_error"
+                    } else {
+                        "overloaded_error"
+                    };
+                    anthropic::error(status, kind, "Overloaded")
+                }
+                None => normal(r),
             }
-            None => normal(r),
         }),
     )
 }
@@ -506,7 +676,10 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
     let bedrock = bedrock_mock();
     let mut b = envoy::shipped(
         "examples/clouds-failover.yaml",
-        &[("anthropic", &[anthropic.port()]), ("bedrock", &[bedrock.port])],
+        &[
+            ("anthropic", &[anthropic.port()]),
+            ("bedrock", &[bedrock.port]),
+        ],
     );
     signed_for_mock(&mut b);
     let gw = Gateway::start_with(b, &aws_run());
@@ -525,16 +698,25 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
 
     // A 529, a 500, a 429 and a reset from Anthropic: the same request is answered by Bedrock,
     // streamed or not, with no error for the client.
-    for (i, (fail, stream)) in [("529", true), ("500", false), ("429", true), ("reset", false)]
-        .into_iter()
-        .enumerate()
+    for (i, (fail, stream)) in [
+        ("529", true),
+        ("500", false),
+        ("429", true),
+        ("reset", false),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let body = messages_body("claude-sonnet-4-5", stream);
         let (s, hs, out) = post(
             &gw,
             "/v1/messages?beta=true",
             &body,
-            &[key, ("x-test-anthropic", fail), ("anthropic-beta", "context-1m-2025-08-07")],
+            &[
+                key,
+                ("x-test-anthropic", fail),
+                ("anthropic-beta", "context-1m-2025-08-07"),
+            ],
         );
         assert_eq!(s, 200, "{fail}: {}", String::from_utf8_lossy(&out));
         if stream {
@@ -546,10 +728,21 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
         }
         let r = bedrock.wait_records(i + 1).pop().unwrap();
         assert_eq!(r["check"], Value::Null, "{fail}: {r}");
-        let op = if stream { "invoke-with-response-stream" } else { "invoke" };
+        let op = if stream {
+            "invoke-with-response-stream"
+        } else {
+            "invoke"
+        };
         assert_eq!(r["path"], format!("/model/{SONNET_ID}/{op}"));
-        assert_eq!(r["json"]["anthropic_beta"], json!(["context-1m-2025-08-07"]));
-        assert_eq!(header(&r, "x-api-key"), None, "{fail}: the client's key stays off AWS");
+        assert_eq!(
+            r["json"]["anthropic_beta"],
+            json!(["context-1m-2025-08-07"])
+        );
+        assert_eq!(
+            header(&r, "x-api-key"),
+            None,
+            "{fail}: the client's key stays off AWS"
+        );
         assert_eq!(header(&r, "x-claude-gateway-target"), None);
         assert_eq!(header(&r, "anthropic-beta"), None);
     }
@@ -557,13 +750,20 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
     for r in anthropic.requests().iter().skip(1) {
         assert_eq!(r.target, "/v1/messages?beta=true");
         assert_eq!(r.header("x-api-key"), Some(key.1));
-        assert_eq!(r.header("authorization"), None, "no AWS signature towards Anthropic");
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "no AWS signature towards Anthropic"
+        );
         assert_eq!(r.header("x-amz-date"), None);
         assert!(r.json().get("model").is_some());
     }
     let audit = gw.wait_audit_records(5);
     assert_eq!(audit[0]["upstream_target"], "sonnet", "{}", audit[0]);
-    assert_eq!(audit[0]["upstream_attempts"], json!([{"target":"sonnet","status":200}]));
+    assert_eq!(
+        audit[0]["upstream_attempts"],
+        json!([{"target":"sonnet","status":200}])
+    );
     assert_eq!(audit[0]["gen_ai.provider.name"], "anthropic");
     for a in &audit[1..] {
         assert_eq!(a["http.response.status_code"], 200, "{a}");
@@ -572,17 +772,30 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
         assert_eq!(a["attempts"], 2, "{a}");
         assert_eq!(a["usage_status"], "complete", "{a}");
         let attempts = a["upstream_attempts"].as_array().unwrap();
-        assert_eq!(attempts.last().unwrap(), &json!({"target":"sonnet-bedrock","status":200}), "{a}");
+        assert_eq!(
+            attempts.last().unwrap(),
+            &json!({"target":"sonnet-bedrock","status":200}),
+            "{a}"
+        );
     }
-    assert_eq!(audit[1]["upstream_attempts"][0], json!({"target":"sonnet","status":529}));
+    assert_eq!(
+        audit[1]["upstream_attempts"][0],
+        json!({"target":"sonnet","status":529})
+    );
     // A reset before any response: the attempt is listed without a status.
-    assert_eq!(audit[4]["upstream_attempts"][0], json!({"target":"sonnet","status":null}));
+    assert_eq!(
+        audit[4]["upstream_attempts"][0],
+        json!({"target":"sonnet","status":null})
+    );
     assert_eq!(
         gw.counter("wasmcustom.claude_gateway.failovers.route.sonnet.target.sonnet-bedrock"),
         4
     );
     for (place, text) in gw.readable_text() {
-        assert!(!text.contains(AWS_SECRET), "the AWS secret appears in {place}");
+        assert!(
+            !text.contains(AWS_SECRET),
+            "the AWS secret appears in {place}"
+        );
     }
     gw.assert_healthy();
 }
