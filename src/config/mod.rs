@@ -156,19 +156,29 @@ pub fn parse_with_env(
         let path = if path.is_empty() { "." } else { &path };
         error(path, without_value(&e.into_inner().to_string()))
     };
+    // YAML in the bootstrap (`google.protobuf.Struct`, serialized by Envoy) is read as the JSON
+    // it stands for: one deserializer for both keeps the module small.
+    let from_struct;
+    let json = match first {
+        None | Some(b'{') => bytes,
+        Some(_) => match crate::proto::struct_to_json(bytes) {
+            Some(doc) => {
+                from_struct = doc.to_string().into_bytes();
+                &from_struct
+            }
+            None => {
+                return Err(error(
+                    ".",
+                    "must be a JSON object (a string) or a google.protobuf.Struct",
+                ));
+            }
+        },
+    };
     let raw: RawConfig = if first.is_none() {
         RawConfig::default()
-    } else if first == Some(&b'{') {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(named)?
-    } else if let Some(doc) = crate::proto::struct_to_json(bytes) {
-        // YAML in the bootstrap (`google.protobuf.Struct`), serialized by Envoy.
-        serde_path_to_error::deserialize(doc).map_err(named)?
     } else {
-        return Err(error(
-            ".",
-            "must be a JSON object (a string) or a google.protobuf.Struct",
-        ));
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        serde_path_to_error::deserialize(de).map_err(named)?
     };
     validate_header_name("routing_header", &raw.routing_header)?;
     let pools = keys::compile_pools(&raw.key_pools, env)?;

@@ -64,7 +64,15 @@ struct VendorError {
     message_upper: Option<String>,
     #[serde(rename = "__type")]
     aws_type: Option<String>,
-    error: Option<serde_json::Value>,
+    error: Option<ErrorField>,
+}
+
+/// `error` is an object in Anthropic's, Google's and Azure's errors; anything else is ignored.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorField {
+    Object(Nested),
+    Other(serde::de::IgnoredAny),
 }
 
 /// The status and the API's error envelope for a vendor's error response, or `None` when the
@@ -72,11 +80,10 @@ struct VendorError {
 /// `x-amzn-errortype` header.
 pub fn error(status: u32, aws_type: Option<&str>, body: &[u8]) -> Option<(u32, Vec<u8>)> {
     let parsed: VendorError = serde_json::from_slice(body).unwrap_or_default();
-    let nested: Nested = parsed
-        .error
-        .clone()
-        .and_then(|e| serde_json::from_value(e).ok())
-        .unwrap_or_default();
+    let nested = match parsed.error {
+        Some(ErrorField::Object(n)) => n,
+        _ => Nested::default(),
+    };
     if parsed.kind.as_deref() == Some("error") && nested.kind.is_some() {
         return None;
     }
