@@ -181,6 +181,16 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
         assert!(a["cost_micro_usd"].as_u64().unwrap() > 0, "{a}");
     }
     assert_eq!(anthropic.served(), 0);
+    // Usage in the metrics too, labelled by route and the price-table model.
+    let prom = gw.admin_get("/stats/prometheus").unwrap();
+    let output: u64 = records.iter().take(2).map(|r| r["usage"]["output_tokens"].as_u64().unwrap()).sum();
+    let line = format!(
+        "claude_gateway_tokens{{route=\"sonnet-bedrock\",model=\"claude-sonnet-4-5\",type=\"output\",cost_center=\"none\"}} {output}"
+    );
+    assert!(prom.contains(&line), "{line} not in\n{prom}");
+    for (place, text) in gw.readable_text() {
+        assert!(!text.contains(AWS_SECRET), "the AWS secret appears in {place}");
+    }
     gw.assert_healthy();
 }
 
@@ -518,6 +528,9 @@ fn vertex_ai_serves_the_messages_api_with_the_token_envoy_fetched() {
     let sent = v.vertex.wait_records(5).pop().unwrap();
     assert_eq!(sent["error"]["type"], e["error"]["type"]);
     assert_eq!(anthropic_served(&v), 0);
+    for (place, text) in gw.readable_text() {
+        assert!(!text.contains(GCP_TOKEN), "the GCP token appears in {place}");
+    }
     gw.assert_healthy();
 }
 
