@@ -74,12 +74,21 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
         out.path = Some(format!("/model/{}/count-tokens", segment(model)));
         return out;
     }
+    // The Messages API as it is: at most the model changes (no member list to build).
+    if route.dialect == Dialect::Anthropic {
+        if let Some(span) = f.model_span.filter(|_| model != f.model) {
+            out.edits.push(Edit {
+                at: span.start,
+                remove: span.len(),
+                bytes: quoted(model),
+            });
+        }
+        return out;
+    }
     let mut body = Body::new(r.body, f, cache);
     let header_betas = r.betas.unwrap_or_default().split(',');
     match route.dialect {
-        Dialect::Anthropic => {
-            body.set_model(model);
-        }
+        Dialect::Anthropic => {}
         Dialect::BedrockMessages | Dialect::Foundry => {
             body.set_model(model);
             if route.dialect == Dialect::BedrockMessages
@@ -152,11 +161,9 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
             }
         }
     }
-    if route.dialect != Dialect::Anthropic {
-        out.dropped_fields = body.apply_policy(policy);
-        if let (Some(prefix), Some(path)) = (&route.path_prefix, &mut out.path) {
-            path.insert_str(0, prefix);
-        }
+    out.dropped_fields = body.apply_policy(policy);
+    if let (Some(prefix), Some(path)) = (&route.path_prefix, &mut out.path) {
+        path.insert_str(0, prefix);
     }
     out.edits = body.edits();
     out

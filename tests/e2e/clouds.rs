@@ -127,7 +127,7 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
 
     // The SDK, non-streaming and streaming: served by Bedrock, read as Anthropic's answers.
     let got = sdk(&gw, "anthropic", "claude-sonnet-4-5");
-    assert!(got["text"].as_str().unwrap().len() > 0, "{got}");
+    assert!(!got["text"].as_str().unwrap().is_empty(), "{got}");
     assert_eq!(got["stream_stop_reason"], "end_turn", "{got}");
     let records = bedrock.wait_records(3);
     assert_eq!(records.len(), 3, "{records:?}");
@@ -183,13 +183,20 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
     assert_eq!(anthropic.served(), 0);
     // Usage in the metrics too, labelled by route and the price-table model.
     let prom = gw.admin_get("/stats/prometheus").unwrap();
-    let output: u64 = records.iter().take(2).map(|r| r["usage"]["output_tokens"].as_u64().unwrap()).sum();
+    let output: u64 = records
+        .iter()
+        .take(2)
+        .map(|r| r["usage"]["output_tokens"].as_u64().unwrap())
+        .sum();
     let line = format!(
         "claude_gateway_tokens{{route=\"sonnet-bedrock\",model=\"claude-sonnet-4-5\",type=\"output\",cost_center=\"none\"}} {output}"
     );
     assert!(prom.contains(&line), "{line} not in\n{prom}");
     for (place, text) in gw.readable_text() {
-        assert!(!text.contains(AWS_SECRET), "the AWS secret appears in {place}");
+        assert!(
+            !text.contains(AWS_SECRET),
+            "the AWS secret appears in {place}"
+        );
     }
     gw.assert_healthy();
 }
@@ -529,7 +536,10 @@ fn vertex_ai_serves_the_messages_api_with_the_token_envoy_fetched() {
     assert_eq!(sent["error"]["type"], e["error"]["type"]);
     assert_eq!(anthropic_served(&v), 0);
     for (place, text) in gw.readable_text() {
-        assert!(!text.contains(GCP_TOKEN), "the GCP token appears in {place}");
+        assert!(
+            !text.contains(GCP_TOKEN),
+            "the GCP token appears in {place}"
+        );
     }
     gw.assert_healthy();
 }
