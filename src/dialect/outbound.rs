@@ -91,13 +91,22 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
         Dialect::Anthropic => {}
         Dialect::BedrockMessages | Dialect::Foundry => {
             body.set_model(model);
-            if route.dialect == Dialect::BedrockMessages
-                && route.bedrock_host == BedrockHost::Runtime
-            {
-                body.set("anthropic_version", &quoted(BEDROCK_VERSION));
-            } else if r.version.is_none() {
-                out.headers
-                    .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
+            match (route.dialect, route.bedrock_host) {
+                (Dialect::BedrockMessages, BedrockHost::Runtime) => {
+                    body.set("anthropic_version", &quoted(BEDROCK_VERSION));
+                }
+                // Mantle takes this API version only (newer SDKs send a newer one by default).
+                (Dialect::BedrockMessages, BedrockHost::Mantle) => {
+                    if r.version != Some(API_VERSION) {
+                        out.headers
+                            .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
+                    }
+                }
+                _ if r.version.is_none() => {
+                    out.headers
+                        .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
+                }
+                _ => {}
             }
             let suffix = if count { "/count_tokens" } else { "" };
             out.path = Some(format!("/anthropic/v1/messages{suffix}"));

@@ -822,3 +822,57 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
     }
     gw.assert_healthy();
 }
+
+#[test]
+fn bedrocks_messages_surface_on_mantle_and_on_bedrock_runtime() {
+    for (service, host) in [("bedrock-mantle", "mantle"), ("bedrock", "runtime")] {
+        let anthropic = Mock::start("anthropic", anthropic::responder("anthropic"));
+        let mock = VendorMock::start(
+            Kind::BedrockMessages,
+            &[
+                "--access-key",
+                AWS_KEY_ID,
+                "--secret-key",
+                AWS_SECRET,
+                "--service",
+                service,
+            ],
+        );
+        // bedrock.yaml with the route on Bedrock's Messages surface and the signer's service
+        // name for that host.
+        let mut b = envoy::shipped(
+            "examples/bedrock.yaml",
+            &[
+                ("anthropic", &[anthropic.port()]),
+                ("bedrock", &[mock.port]),
+            ],
+        );
+        signed_for_mock(&mut b);
+        assert_eq!(b.replace_value("service_name", "bedrock", service), 1);
+        let config = json!({"routes": [{"name": "opus-bedrock", "match": {"model": "claude-opus-*"},
+            "cluster": "bedrock", "dialect": "bedrock-messages", "bedrock_host": host,
+            "models": {"claude-opus-4-8*": "anthropic.claude-opus-4-8"}}]});
+        b.plugin_config(&config.to_string());
+        let gw = Gateway::start_with(b, &aws_run());
+        let got = sdk(&gw, "anthropic", "claude-opus-4-8");
+        assert_eq!(got["stream_stop_reason"], "end_turn", "{host}: {got}");
+        let records = mock.wait_records(3);
+        for (r, path) in records.iter().zip([
+            "/anthropic/v1/messages",
+            "/anthropic/v1/messages",
+            "/anthropic/v1/messages/count_tokens",
+        ]) {
+            assert_eq!(r["check"], Value::Null, "{host}: {r}");
+            assert_eq!(r["path"], path);
+            assert_eq!(r["json"]["model"], "anthropic.claude-opus-4-8");
+        }
+        assert_eq!(got["count"], records[2]["usage"]["input_tokens"]);
+        let audit = gw.wait_audit_records(2);
+        assert_eq!(audit[1]["usage_status"], "complete", "{}", audit[1]);
+        assert_eq!(
+            audit[1]["gen_ai.usage.output_tokens"],
+            records[1]["usage"]["output_tokens"]
+        );
+        gw.assert_healthy();
+    }
+}

@@ -936,6 +936,47 @@ class Foundry(AnthropicFormat):
 
 
 # ---------------------------------------------------------------------------------------------
+# Bedrock's Messages API surface (`/anthropic/v1/messages`, plain SSE)
+
+MANTLE_MODEL = re.compile(r"^anthropic\.claude-[a-z0-9.-]+$")
+
+
+class BedrockMessages(AnthropicFormat):
+    """Bedrock's Messages surface: SigV4 like InvokeModel (service `bedrock-mantle` on Mantle,
+    `bedrock` on bedrock-runtime), model ids `anthropic.<model>` in the body; Mantle takes the
+    API version as the `anthropic-version` header, bedrock-runtime as `anthropic_version` in the
+    body (cloud-vendors.md section 1.0)."""
+
+    kind = "bedrock-messages"
+    id_prefix = "msg_bdrk_01"
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.creds = {"access_key": args.access_key, "secret_key": args.secret_key, "region": args.region,
+                      "service": args.service, "session_token": args.session_token}
+        self.mantle = args.service == "bedrock-mantle"
+
+    def answer(self, req):
+        verify_sigv4(req, self.creds)
+        if req.method != "POST" or req.route not in FOUNDRY_PATHS:
+            raise self.error(404, f"Not Found: {req.method} {req.route}", "path")
+        body = parse_json_body(req)
+        if not isinstance(body, dict):
+            raise self.error(400, "There was an error parsing the body of the request as JSON.", "body:json")
+        if self.mantle and req.header("anthropic-version") != "2023-06-01":
+            raise self.error(400, "anthropic-version: header must be 2023-06-01", "header:anthropic-version")
+        if not self.mantle and body.get("anthropic_version") != "bedrock-2023-05-31":
+            raise self.error(400, "anthropic_version: must be bedrock-2023-05-31", "body:anthropic_version")
+        model = body.get("model")
+        if not isinstance(model, str) or not MANTLE_MODEL.match(model):
+            raise self.error(404, f"model: {model}", "body:model")
+        if FOUNDRY_PATHS[req.route]:
+            return self.count_answer(req, body)
+        self.check_messages_body(body)
+        return self.respond(req, body, model, body.get("stream") is True)
+
+
+# ---------------------------------------------------------------------------------------------
 # GCP metadata server (access tokens for gcp_authn)
 
 METADATA_TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
@@ -1104,7 +1145,8 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-VENDORS = {"bedrock": Bedrock, "vertex": Vertex, "foundry": Foundry, "gcp-metadata": GcpMetadata}
+VENDORS = {"bedrock": Bedrock, "bedrock-messages": BedrockMessages, "vertex": Vertex, "foundry": Foundry,
+           "gcp-metadata": GcpMetadata}
 
 
 def serve(args):
@@ -1311,7 +1353,7 @@ def main(argv):
     p.add_argument("--pause-ms", type=float, default=2.0, help="pause after each streamed piece (max 50)")
     p.add_argument("--max-seconds", type=float, default=3600, help="exit after this long in any case")
     p.add_argument("--betas", help="accepted beta flags, comma-separated (bedrock, vertex, foundry)")
-    aws = p.add_argument_group("bedrock")
+    aws = p.add_argument_group("bedrock, bedrock-messages (--service bedrock-mantle for Mantle)")
     aws.add_argument("--access-key", default="AKIDMOCKBEDROCK")
     aws.add_argument("--secret-key", default="mock-secret-key")
     aws.add_argument("--session-token", help="require this x-amz-security-token (signed)")

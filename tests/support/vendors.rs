@@ -26,6 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Bedrock,
+    /// Bedrock's Messages surface (`--service bedrock-mantle` for Mantle).
+    BedrockMessages,
     Vertex,
     Foundry,
     GcpMetadata,
@@ -35,6 +37,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Bedrock => "bedrock",
+            Kind::BedrockMessages => "bedrock-messages",
             Kind::Vertex => "vertex",
             Kind::Foundry => "foundry",
             Kind::GcpMetadata => "gcp-metadata",
