@@ -290,3 +290,29 @@ fn members_holding_cache_markers_are_never_removed() {
     let out = plan(route, c.policies.of(route.dialect), &r, &[]);
     assert_eq!(out.dropped_fields, ["tools"]);
 }
+
+#[test]
+fn mantle_gets_the_api_version_it_takes() {
+    let c = parse(
+        br#"{"routes":[{"name":"m","cluster":"bedrock","dialect":"bedrock-messages"}]}"#,
+    )
+    .unwrap();
+    let route = &c.routes.routes[0].1;
+    let body = br#"{"model":"anthropic.claude-opus-4-8","max_tokens":1,"messages":[]}"#;
+    let facts = inspect_as(body, true, None).unwrap();
+    for (version, set) in [(Some("2026-10-21"), true), (None, true), (Some(API_VERSION), false)] {
+        let r = Request {
+            endpoint: Endpoint::Messages,
+            body,
+            facts: &facts,
+            betas: None,
+            version,
+            inbound: None,
+        };
+        let out = plan(route, c.policies.of(route.dialect), &r, &[]);
+        let sets = out
+            .headers
+            .contains(&HeaderOp::Set("anthropic-version", API_VERSION.into()));
+        assert_eq!(sets, set, "{version:?}");
+    }
+}
