@@ -59,6 +59,9 @@ def main(d: Path):
               f"| {n['rewrite_mbs']:.0f} / {v['rewrite_mbs']:.0f} |")
     s = gw["streaming"]
     print(f"\nSSE framer + usage: native {native['sse_mbs']:.0f} MB/s, V8 {v8['sse_mbs']:.0f} MB/s")
+    if "eventstream_mbs" in native and "eventstream_mbs" in v8:
+        print(f"Bedrock event stream -> SSE ({native['eventstream_bytes'] >> 10} KiB): "
+              f"native {native['eventstream_mbs']:.0f} MB/s, V8 {v8['eventstream_mbs']:.0f} MB/s")
     for body in ("50 KiB", "512 KiB"):
         r = s[body]
         print(f"streaming ({s['events']} events, {body} request): TTFB p50 bare {r['ttfb_bare_p50_ms']:.3f} ms, "

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod cost;
 pub mod dialect;
+pub mod eventstream;
 pub mod header_pairs;
 pub mod json;
 pub mod keys;

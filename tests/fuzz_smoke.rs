@@ -35,17 +35,18 @@ fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
     paths.iter().map(|p| fs::read(p).unwrap()).collect()
 }
 
-/// Every plugin configuration shipped in `envoy/` (the wasm filters' `configuration.value`).
+/// Every plugin configuration shipped in `envoy/` (the wasm filters' `configuration.value`: a
+/// YAML mapping in a Struct, as JSON; or a JSON string).
 fn shipped_configs() -> Vec<Vec<u8>> {
     fn visit(v: &serde_yaml_ng::Value, out: &mut Vec<Vec<u8>>) {
         match v {
             serde_yaml_ng::Value::Mapping(m) => {
-                if let Some(value) = m
-                    .get("configuration")
-                    .and_then(|c| c.get("value"))
-                    .and_then(|v| v.as_str())
-                {
-                    out.push(value.as_bytes().to_vec());
+                match m.get("configuration").and_then(|c| c.get("value")) {
+                    Some(serde_yaml_ng::Value::String(json)) => out.push(json.as_bytes().to_vec()),
+                    Some(value @ serde_yaml_ng::Value::Mapping(_)) => {
+                        out.push(serde_json::to_vec(value).unwrap());
+                    }
+                    _ => {}
                 }
                 m.values().for_each(|c| visit(c, out));
             }
@@ -132,6 +133,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     json.extend(event_data.iter().cloned());
     let mut usage = prefixed(&[1, 7, 64, 255], &streams);
     usage.extend(prefixed(&[0], &event_data));
+    let eventstream = eventstream_seeds(&streams, &event_data);
     vec![
         ("json", json),
         // Knobs: 5m/1h, automatic or not, each location off in turn, minimums 0..3.
@@ -142,7 +144,68 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("sse", prefixed(&[1, 3, 16, 200], &streams)),
         ("usage", usage),
         ("config", configs),
+        ("eventstream", eventstream),
     ]
+}
+
+/// The `eventstream` target's seeds (its first byte picks the mode, see
+/// `targets::eventstream_input`): the fixture answers as Bedrock streams them (the metrics on
+/// the last event), cut short, ended by an exception, and as the pieces the other modes frame.
+fn eventstream_seeds(streams: &[Vec<u8>], event_data: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    use claude_gateway::eventstream::{chunk_frame, exception_frame};
+    const PAD: &str = "abcdefghijklmnopqrstuvwxyz";
+    let bedrock = |events: &[Vec<u8>]| -> Vec<u8> {
+        events
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| chunk_frame(e, &PAD[..i % PAD.len()]))
+            .collect()
+    };
+    let mode = |m: u8, bytes: &[u8]| [&[m], bytes].concat();
+    let mut seeds = Vec::new();
+    for stream in streams {
+        let mut events: Vec<Vec<u8>> = stream
+            .split(|&b| b == b'\n')
+            .filter_map(|l| l.strip_prefix(b"data: "))
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .collect();
+        if let Some(last) = events.last_mut().filter(|l| l.ends_with(b"}")) {
+            last.pop();
+            last.extend_from_slice(
+                br#","amazon-bedrock-invocationMetrics":{"inputTokenCount":25,"outputTokenCount":15,"invocationLatency":1798,"firstByteLatency":1507}}"#,
+            );
+        }
+        let whole = bedrock(&events);
+        seeds.push(mode(0, &whole));
+        seeds.push(mode(0, &whole[..whole.len() - 7]));
+        let mut cut = bedrock(&events[..events.len() / 2]);
+        cut.extend(exception_frame(
+            "throttlingException",
+            "Too many requests, slow down.",
+        ));
+        seeds.push(mode(0, &cut));
+        seeds.push(mode(1, &events.join(targets::PIECE_END)));
+    }
+    let payloads: Vec<Vec<u8>> = [
+        &br#"{"bytes":"eyJ0eXBlIjoiY29udGVudF9ibG9ja19zdG9wIiwiaW5kZXgiOjB9","p":"abcdefghijklmnopqrstuvwxyz"}"#[..],
+        br#"{"p":"abc"}"#,
+        br#" { "bytes" : "eyJ0eXBlIjoicGluZyJ9" } "#,
+        br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9\/"}"#,
+    ]
+    .map(<[u8]>::to_vec)
+    .into();
+    seeds.push(mode(2, &payloads.join(targets::PIECE_END)));
+    let exceptions: Vec<Vec<u8>> = [
+        &b"throttlingException\n{\"message\":\"Too many requests\"}"[..],
+        b"modelStreamErrorException\n{\"message\":\"The model \\\"broke\\\"\"}",
+        b"validationException\nnot json",
+    ]
+    .map(<[u8]>::to_vec)
+    .into();
+    seeds.push(mode(3, &exceptions.join(targets::PIECE_END)));
+    // Every event of every fixture in one chunk-framed stream.
+    seeds.push(mode(1, &event_data.join(targets::PIECE_END)));
+    seeds
 }
 
 /// xorshift64*: deterministic, so a failure here reproduces.

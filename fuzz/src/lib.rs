@@ -8,6 +8,7 @@
 use claude_gateway::cache::{self, Locations, Settings, Ttl};
 use claude_gateway::config;
 use claude_gateway::cost;
+use claude_gateway::eventstream::{self, MAX_FRAME, Transcoder};
 use claude_gateway::json::{self, Scanner};
 use claude_gateway::request::{self, BodyIssue};
 use claude_gateway::sse::{Framer, MAX_FIELD};
@@ -23,12 +24,13 @@ static PRICES: LazyLock<Vec<cost::Price>> = LazyLock::new(cost::list_prices);
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("json", json),
     ("rewrite", rewrite),
     ("sse", sse),
     ("usage", usage),
     ("config", config),
+    ("eventstream", eventstream),
 ];
 
 /// Deeper than serde_json's own recursion limit (128), far below the scanner's (512).
@@ -351,5 +353,141 @@ pub fn config(data: &[u8]) {
             assert!(!shown.contains(SECRET), "a key in a configuration error");
             assert!(!e.path.is_empty() && !e.message.is_empty(), "{e:?}");
         }
+    }
+}
+
+/// Separates the pieces of an `eventstream` input that the target frames itself.
+pub const PIECE_END: &[u8] = b"\n--\n";
+
+/// The event-stream bytes an `eventstream` input stands for. The first byte picks how the rest
+/// is read: raw bytes (mode 0), or pieces separated by [`PIECE_END`] that the target frames with
+/// valid checksums so the fuzzer reaches past them: Anthropic event JSON in chunk frames
+/// (mode 1), chunk payloads (mode 2), exception payloads named by their first line (mode 3).
+pub fn eventstream_input(data: &[u8]) -> Vec<u8> {
+    let Some((&mode, body)) = data.split_first() else {
+        return Vec::new();
+    };
+    let pieces = || {
+        let mut rest = body;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let piece = match rest.windows(PIECE_END.len()).position(|w| w == PIECE_END) {
+                Some(i) => {
+                    let (piece, tail) = rest.split_at(i);
+                    rest = &tail[PIECE_END.len()..];
+                    piece
+                }
+                None => std::mem::take(&mut rest),
+            };
+            Some(piece)
+        })
+    };
+    let chunk = [(":event-type", "chunk"), (":message-type", "event")];
+    match mode % 4 {
+        0 => body.to_vec(),
+        1 => pieces()
+            .enumerate()
+            .flat_map(|(i, p)| eventstream::chunk_frame(p, &"abcdefghij"[..i % 10]))
+            .collect(),
+        2 => pieces()
+            .flat_map(|p| eventstream::encode_frame(&chunk, p))
+            .collect(),
+        _ => pieces()
+            .flat_map(|p| {
+                let (name, payload) = p.split_at(p.iter().position(|&b| b == b'\n').unwrap_or(0));
+                let name = String::from_utf8_lossy(name);
+                eventstream::encode_frame(
+                    &[(":exception-type", &name), (":message-type", "exception")],
+                    payload,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Transcodes `stream` fed in the given pieces, checking the carried bytes after each.
+fn transcode(pieces: &[&[u8]]) -> (Vec<u8>, Option<eventstream::Failure>) {
+    let mut t = Transcoder::new();
+    let mut out = Vec::new();
+    for p in pieces {
+        t.feed(p, &mut out);
+        assert!(t.carried() <= MAX_FRAME + 12, "carries more than a frame");
+    }
+    t.finish(&mut out);
+    assert_eq!(t.carried(), 0, "bytes left after finish");
+    (out, t.failure())
+}
+
+/// The Bedrock event-stream transcoder: no panic; the output is whole SSE events whose data
+/// are valid JSON, named after their `type` (an `error` event only last, when and only when
+/// the stream failed); the same output whatever the chunking (two pieces split where the input
+/// says, three, and byte by byte for short inputs); never more than a frame carried.
+pub fn eventstream(data: &[u8]) {
+    let stream = eventstream_input(data);
+    let (whole, failure) = transcode(&[&stream]);
+
+    let mut framer = Framer::new();
+    let mut events = Vec::new();
+    framer.feed(&whole, &mut |e| {
+        events.push((e.name.to_vec(), e.data.to_vec(), e.truncated));
+    });
+    assert_eq!(framer.carried(), 0, "the output ends inside an event");
+    assert!(whole.is_empty() || whole.ends_with(b"\n\n"));
+    for (name, data, truncated) in &events {
+        if *truncated {
+            continue; // Longer than the framer keeps: nothing to parse.
+        }
+        let text = std::str::from_utf8(data).expect("event data is not UTF-8");
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {text:?}"));
+        // Lone surrogate escapes are JSON (JSON.parse reads them) but not a `Value`.
+        if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) {
+            if let Some(kind) = event.get("type").and_then(Value::as_str) {
+                assert_eq!(
+                    kind.as_bytes(),
+                    name.as_slice(),
+                    "the event name is not its type"
+                );
+            }
+            assert!(
+                !event.contains_key("amazon-bedrock-invocationMetrics"),
+                "the metrics were left in"
+            );
+        }
+    }
+    let last_is_error = events
+        .last()
+        .is_some_and(|(_, data, _)| data.starts_with(br#"{"type":"error","error":"#));
+    if failure.is_some() {
+        assert!(last_is_error, "a failure without an error event");
+    }
+
+    // The same output whatever the chunking.
+    let hash = data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let at = hash as usize % (stream.len() + 1);
+    let (a, b) = stream.split_at(at);
+    assert_eq!(
+        transcode(&[a, b]).0,
+        whole,
+        "a split at {at} changed the output"
+    );
+    let at2 = at + (hash >> 16) as usize % (b.len() + 1);
+    let (b1, b2) = stream[at..].split_at(at2 - at);
+    assert_eq!(
+        transcode(&[a, b1, b2]).0,
+        whole,
+        "splits at {at}, {at2} changed the output"
+    );
+    if stream.len() <= 2048 {
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(
+            transcode(&bytes).0,
+            whole,
+            "byte-by-byte feeding changed the output"
+        );
     }
 }

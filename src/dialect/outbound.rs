@@ -91,22 +91,15 @@ pub fn plan(route: &Route, policy: &Policy, r: &Request, cache: &[Edit]) -> Outb
         Dialect::Anthropic => {}
         Dialect::BedrockMessages | Dialect::Foundry => {
             body.set_model(model);
-            match (route.dialect, route.bedrock_host) {
-                (Dialect::BedrockMessages, BedrockHost::Runtime) => {
-                    body.set("anthropic_version", &quoted(BEDROCK_VERSION));
-                }
-                // Mantle takes this API version only (newer SDKs send a newer one by default).
-                (Dialect::BedrockMessages, BedrockHost::Mantle) => {
-                    if r.version != Some(API_VERSION) {
-                        out.headers
-                            .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
-                    }
-                }
-                _ if r.version.is_none() => {
-                    out.headers
-                        .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
-                }
-                _ => {}
+            // Mantle takes 2023-06-01 only (newer SDKs send a newer version by default);
+            // bedrock-runtime wants the version in the body; Foundry the header, if absent.
+            let runtime = route.bedrock_host == BedrockHost::Runtime;
+            let mantle = route.dialect == Dialect::BedrockMessages && !runtime;
+            if route.dialect == Dialect::BedrockMessages && runtime {
+                body.set("anthropic_version", &quoted(BEDROCK_VERSION));
+            } else if (mantle && r.version != Some(API_VERSION)) || r.version.is_none() {
+                out.headers
+                    .push(HeaderOp::Set("anthropic-version", API_VERSION.into()));
             }
             let suffix = if count { "/count_tokens" } else { "" };
             out.path = Some(format!("/anthropic/v1/messages{suffix}"));

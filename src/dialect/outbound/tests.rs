@@ -293,14 +293,16 @@ fn members_holding_cache_markers_are_never_removed() {
 
 #[test]
 fn mantle_gets_the_api_version_it_takes() {
-    let c = parse(
-        br#"{"routes":[{"name":"m","cluster":"bedrock","dialect":"bedrock-messages"}]}"#,
-    )
-    .unwrap();
+    let c = parse(br#"{"routes":[{"name":"m","cluster":"bedrock","dialect":"bedrock-messages"}]}"#)
+        .unwrap();
     let route = &c.routes.routes[0].1;
     let body = br#"{"model":"anthropic.claude-opus-4-8","max_tokens":1,"messages":[]}"#;
     let facts = inspect_as(body, true, None).unwrap();
-    for (version, set) in [(Some("2026-10-21"), true), (None, true), (Some(API_VERSION), false)] {
+    for (version, set) in [
+        (Some("2026-10-21"), true),
+        (None, true),
+        (Some(API_VERSION), false),
+    ] {
         let r = Request {
             endpoint: Endpoint::Messages,
             body,
