@@ -4,9 +4,9 @@
 
 use crate::cache::{self, EXTENDED_TTL_BETA, Skip};
 use crate::config::Config;
+use crate::dialect::Policy;
 use crate::dialect::inbound::Inbound;
 use crate::dialect::outbound::{self, Outbound};
-use crate::dialect::{Dialect, Policy};
 use crate::json;
 use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
 use crate::routing::{Auth, Route, Selection};
@@ -267,23 +267,39 @@ pub fn plan_call<'c>(
         plan.edits.sort_by_key(|e| e.at);
         plan.new_body = out.rebuild(bytes, &plan.edits);
     }
-    // A failover route's targets each present the request their way, per attempt.
-    if route.failover.is_empty() {
-        plan.headers = route_headers(route, path, header);
-    }
-    if let Some(p) = &out.path {
-        plan.headers
-            .retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
-        plan.headers.push(HeaderOp::Set(":path", p.clone()));
-    }
-    if route.dialect == Dialect::Anthropic || !route.failover.is_empty() || out.path.is_none() {
-        plan.headers.extend(beta_op(current.as_deref(), betas));
-    }
-    plan.headers.extend(out.headers);
+    plan.headers = if route.failover.is_empty() {
+        headers_for(route, path, header, &out, current.as_deref(), betas)
+    } else {
+        // A failover route's targets each present the request their way, per attempt.
+        beta_op(current.as_deref(), betas).into_iter().collect()
+    };
     plan.dropped_betas = out.dropped_betas;
     plan.dropped_fields = out.dropped_fields;
     plan.body = facts;
     plan
+}
+
+/// The header changes of a request on `route`: the route's (credential, path prefix), then the
+/// dialect's path and headers. A dialect with its own path writes the betas itself (filtered
+/// by its policy); otherwise the betas the route sends are set here.
+fn headers_for(
+    route: &Route,
+    path: &str,
+    header: &mut dyn FnMut(&str) -> Option<String>,
+    out: &Outbound,
+    current: Option<&str>,
+    betas: Option<String>,
+) -> Vec<HeaderOp> {
+    let mut ops = route_headers(route, path, header);
+    match &out.path {
+        Some(p) => {
+            ops.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
+            ops.push(HeaderOp::Set(":path", p.clone()));
+        }
+        None => ops.extend(beta_op(current, betas)),
+    }
+    ops.extend(out.headers.iter().cloned());
+    ops
 }
 
 /// Why the route cannot take this request, if it cannot: answered locally.
@@ -354,15 +370,8 @@ pub fn attempt(
         &[],
     );
     let new_body = out.rebuild(body, &out.edits);
-    let mut headers = route_headers(target, path, header);
-    if let Some(p) = &out.path {
-        headers.retain(|op| !matches!(op, HeaderOp::Set(":path", _)));
-        headers.push(HeaderOp::Set(":path", p.clone()));
-    }
-    if target.dialect == Dialect::Anthropic {
-        headers.extend(beta_op(header("anthropic-beta").as_deref(), betas));
-    }
-    headers.extend(out.headers.iter().cloned());
+    let current = header("anthropic-beta");
+    let headers = headers_for(target, path, header, &out, current.as_deref(), betas);
     Some((out, new_body, headers))
 }
 

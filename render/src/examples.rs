@@ -739,7 +739,8 @@ const SECRET_COMMENT: Comment = Comment {
            Envoy reloads it when the file is replaced (a symlink swap, as Kubernetes does).",
 };
 
-pub fn foundry(base: &str) -> Result<String, String> {
+/// foundry.yaml and foundry-entra.yaml: the Foundry route and cluster, its credential filter.
+fn foundry_bootstrap(base: &str, credential: &str) -> Result<Bootstrap, String> {
     let mut b = Bootstrap::parse(base)?;
     b.set_in_document(NODE)?
         .plugin_config_yaml(FOUNDRY_CONFIG)?;
@@ -748,8 +749,12 @@ pub fn foundry(base: &str) -> Result<String, String> {
         "foundry",
         "https://my-resource.services.ai.azure.com",
     )?;
-    b.upstream_filters("foundry", None, FOUNDRY_KEY)?;
-    b.render(FOUNDRY, &[OUTLIER_COMMENT, SECRET_COMMENT])
+    b.upstream_filters("foundry", None, credential)?;
+    Ok(b)
+}
+
+pub fn foundry(base: &str) -> Result<String, String> {
+    foundry_bootstrap(base, FOUNDRY_KEY)?.render(FOUNDRY, &[OUTLIER_COMMENT, SECRET_COMMENT])
 }
 
 const FOUNDRY_ENTRA: &str = "\
@@ -784,15 +789,7 @@ const FOUNDRY_OAUTH2: &str = r#"
 "#;
 
 pub fn foundry_entra(base: &str) -> Result<String, String> {
-    let mut b = Bootstrap::parse(base)?;
-    b.set_in_document(NODE)?
-        .plugin_config_yaml(FOUNDRY_CONFIG)?;
-    vendor_cluster(
-        &mut b,
-        "foundry",
-        "https://my-resource.services.ai.azure.com",
-    )?;
-    b.upstream_filters("foundry", None, FOUNDRY_OAUTH2)?;
+    let mut b = foundry_bootstrap(base, FOUNDRY_OAUTH2)?;
     b.copy_cluster("anthropic", "entra")?
         .upstream(
             "entra",

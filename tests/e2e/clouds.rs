@@ -192,12 +192,7 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
         "claude_gateway_tokens{{route=\"sonnet-bedrock\",model=\"claude-sonnet-4-5\",type=\"output\",cost_center=\"none\"}} {output}"
     );
     assert!(prom.contains(&line), "{line} not in\n{prom}");
-    for (place, text) in gw.readable_text() {
-        assert!(
-            !text.contains(AWS_SECRET),
-            "the AWS secret appears in {place}"
-        );
-    }
+    assert_secret_free(&gw, &[AWS_SECRET]);
     gw.assert_healthy();
 }
 
@@ -535,12 +530,7 @@ fn vertex_ai_serves_the_messages_api_with_the_token_envoy_fetched() {
     let sent = v.vertex.wait_records(5).pop().unwrap();
     assert_eq!(sent["error"]["type"], e["error"]["type"]);
     assert_eq!(anthropic_served(&v), 0);
-    for (place, text) in gw.readable_text() {
-        assert!(
-            !text.contains(GCP_TOKEN),
-            "the GCP token appears in {place}"
-        );
-    }
+    assert_secret_free(&gw, &[GCP_TOKEN]);
     gw.assert_healthy();
 }
 
@@ -661,11 +651,7 @@ fn foundry_gets_the_key_envoy_injects_and_a_rotated_key_at_once() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for (place, text) in gw.readable_text() {
-        for key in [FOUNDRY_KEY, FOUNDRY_KEY_2] {
-            assert!(!text.contains(key), "the Foundry key appears in {place}");
-        }
-    }
+    assert_secret_free(&gw, &[FOUNDRY_KEY, FOUNDRY_KEY_2]);
     gw.assert_healthy();
 }
 
@@ -814,12 +800,7 @@ fn a_failing_anthropic_is_retried_on_bedrock_within_the_same_request() {
         gw.counter("wasmcustom.claude_gateway.failovers.route.sonnet.target.sonnet-bedrock"),
         4
     );
-    for (place, text) in gw.readable_text() {
-        assert!(
-            !text.contains(AWS_SECRET),
-            "the AWS secret appears in {place}"
-        );
-    }
+    assert_secret_free(&gw, &[AWS_SECRET]);
     gw.assert_healthy();
 }
 
@@ -874,5 +855,18 @@ fn bedrocks_messages_surface_on_mantle_and_on_bedrock_runtime() {
             records[1]["usage"]["output_tokens"]
         );
         gw.assert_healthy();
+    }
+}
+
+/// No secret appears in anything an operator or a client can read from this Envoy.
+fn assert_secret_free(gw: &Gateway, secrets: &[&str]) {
+    for (place, text) in gw.readable_text() {
+        for s in secrets {
+            assert!(
+                !text.contains(s),
+                "a secret ({} bytes) appears in {place}",
+                s.len()
+            );
+        }
     }
 }
