@@ -421,7 +421,7 @@ fn transcode(pieces: &[&[u8]]) -> (Vec<u8>, Option<eventstream::Failure>) {
 }
 
 /// The Bedrock event-stream transcoder: no panic; the output is whole SSE events whose data
-/// are valid JSON, named after their `type` (an `error` event only last, when and only when
+/// are JSON in structure (strings pass as the upstream sent them), named after their `type` (an `error` event only last, when and only when
 /// the stream failed); the same output whatever the chunking (two pieces split where the input
 /// says, three, and byte by byte for short inputs); never more than a frame carried.
 pub fn eventstream(data: &[u8]) {
@@ -439,11 +439,11 @@ pub fn eventstream(data: &[u8]) {
         if *truncated {
             continue; // Longer than the framer keeps: nothing to parse.
         }
-        let text = std::str::from_utf8(data).expect("event data is not UTF-8");
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {text:?}"));
-        // Lone surrogate escapes are JSON (JSON.parse reads them) but not a `Value`.
-        if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) {
+        // The structure is checked; string contents pass as the upstream sent them.
+        json::validate(data).unwrap_or_else(|e| {
+            panic!("event data is not JSON ({e:?}): {:?}", String::from_utf8_lossy(data))
+        });
+        if let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) {
             if let Some(kind) = event.get("type").and_then(Value::as_str) {
                 assert_eq!(
                     kind.as_bytes(),

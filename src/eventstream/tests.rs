@@ -568,17 +568,32 @@ fn each_framing_problem_is_one_error_event() {
         &br#"{"type":"ping""#[..],
         br#"{"type":"ping"} {}"#,
         br#"{"type":"ping","a":01}"#,
-        br#"{"type":"ping","a":"\x"}"#,
-        br#"{"type":"ping","a":"\u12g4"}"#,
-        b"{\"type\":\"ping\",\"a\":\"tab\tinside\"}",
-        b"{\"type\":\"ping\",\"a\":\"line\nbreak\"}",
-        b"{\"type\":\"ping\",\"a\":\"\xff\"}",
-        b"{\"type\":\"ping\",\"a\":\"\xc3\"}",
-        b"{\"type\":\"pi\xffng\"}",
         b"",
         b"   ",
     ] {
         assert_broken(&chunk_frame(doc, ""), Failure::Malformed, "valid JSON");
+    }
+}
+
+#[test]
+fn string_contents_pass_as_the_upstream_sent_them() {
+    // The structure is the transcoder's to check; what strings hold is the upstream's, as in
+    // every other answer the gateway forwards.
+    for doc in [
+        &br#"{"type":"ping","a":"\x"}"#[..],
+        br#"{"type":"ping","a":"\u12g4"}"#,
+        b"{\"type\":\"ping\",\"a\":\"tab\tinside\"}",
+        b"{\"type\":\"ping\",\"a\":\"line\nbreak\"}",
+        b"{\"type\":\"ping\",\"a\":\"\xff\"}",
+    ] {
+        let mut t = Transcoder::new();
+        let mut out = Vec::new();
+        t.feed(&chunk_frame(doc, ""), &mut out);
+        assert_eq!(t.failure(), None, "{:?}", String::from_utf8_lossy(doc));
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        f.feed(&out, &mut |e| got.push((e.name.to_vec(), e.data.to_vec())));
+        assert_eq!(got, [(b"ping".to_vec(), doc.to_vec())]);
     }
 }
 
@@ -711,9 +726,6 @@ fn the_fast_paths_agree_with_the_general_ones() {
             };
             assert_eq!(name, b"content_block_delta");
             assert!(cuts.is_empty() && metrics.is_none());
-            if check_contents(doc).is_some() {
-                serde_json::from_slice::<serde::de::IgnoredAny>(doc).unwrap();
-            }
         }
     }
     assert!(recognized > 100, "{recognized}");
@@ -826,29 +838,3 @@ fn base64_round_trips_at_every_length_and_rejects_strangers() {
     assert!(decode_base64(b"", &mut dst) && dst.is_empty());
 }
 
-#[test]
-fn contents_checks_agree_with_a_json_parser() {
-    let cases: [(&[u8], bool); 14] = [
-        (br#"{"a":"plain"}"#, true),
-        (br#"{"a":"\"\\\/\b\f\n\r\t\u00e9"}"#, true),
-        (br#"{"a":"\ud800"}"#, true), // A lone surrogate: grammatical, as JSON.parse reads it.
-        ("{\"a\":\"é😀\"}".as_bytes(), true),
-        (b"{\"a\":\n1}", true),
-        (b"{\"a\":\t1}", true),
-        (br#"{"a":"\q"}"#, false),
-        (br#"{"a":"\u00"}"#, false),
-        (br#"{"a":"end\"#, false),
-        (b"{\"a\":\"\x01\"}", false),
-        (b"{\"a\":\"\x7f\xfe\"}", false),
-        (b"{\"a\":\"\xed\xa0\x80\"}", false),
-        // Escapes across the 16-byte blocks.
-        (br#"{"a":"012345678\\", "b":"\\\\\\\"\\"}"#, true),
-        (br#"{"a":"012345678\"", "b":"x"}"#, true),
-    ];
-    for (doc, valid) in cases {
-        let checked = check_contents(doc).is_some() && crate::json::validate(doc).is_ok();
-        assert_eq!(checked, valid, "{:?}", String::from_utf8_lossy(doc));
-    }
-    assert_eq!(check_contents(b"{\"a\":\r\n1}"), Some(true));
-    assert_eq!(check_contents(b"{\"a\":\t1}"), Some(false));
-}
