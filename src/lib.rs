@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod dialect;
 pub mod eventstream;
+pub mod global_limits;
 pub mod header_pairs;
 pub mod json;
 pub mod keys;

@@ -268,6 +268,17 @@ pub fn transcode_failures(reason: &str) -> Metric {
     Metric::new(Kind::Counter, "transcode_failures", &[("reason", reason)])
 }
 
+/// 1 while the global rate-limit service answers the gateway's probe, 0 while it does not,
+/// summed over the processes that probe (one per Envoy).
+pub fn global_limits_up() -> Metric {
+    Metric::new(Kind::Gauge, "global_limits_up", &[])
+}
+
+/// Probes of the global rate-limit service that failed (no answer, an error status).
+pub fn global_limits_probe_failures() -> Metric {
+    Metric::new(Kind::Counter, "global_limits_probe_failures", &[])
+}
+
 /// Time to first content delta, milliseconds.
 pub fn ttft_ms(l: Labels) -> Metric {
     Metric::new(

@@ -24,6 +24,8 @@ const STDOUT_LOG_TYPE: &str =
 const FILE_LOG_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const RATELIMIT_PER_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute";
 const UPSTREAM_CODEC_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec";
 
@@ -514,8 +516,9 @@ impl Bootstrap {
         Ok(self)
     }
 
-    /// Adds rate-limit actions (a YAML sequence of `RateLimit`s) to the route action of each
-    /// named route of the gateway listener (the Messages routes: `messages`, `count_tokens`).
+    /// Sets the global rate-limit filter's descriptors (a YAML list of `RateLimit`) on the named
+    /// routes, as `RateLimitPerRoute` in their `typed_per_filter_config`: the only place (with the
+    /// filter's own list) where Envoy honours a descriptor's `hits_addend`.
     pub fn add_rate_limits(&mut self, routes: &[&str], text: &str) -> Result<&mut Self, String> {
         let limits = yaml_sequence(text)?;
         let hcm = self.hcm()?;
@@ -525,11 +528,24 @@ impl Bootstrap {
                 continue;
             };
             found.push(name.to_owned());
-            seq(key(key(route, "route"), "rate_limits")).extend(limits.iter().cloned());
+            let per_route = key(
+                key(route, "typed_per_filter_config"),
+                "envoy.filters.http.ratelimit",
+            );
+            *key(per_route, "@type") = Value::from(RATELIMIT_PER_ROUTE_TYPE);
+            seq(key(per_route, "rate_limits")).extend(limits.iter().cloned());
         }
         if let Some(missing) = routes.iter().find(|r| !found.iter().any(|f| f == *r)) {
             return Err(format!("no route named {missing:?}"));
         }
+        Ok(self)
+    }
+
+    /// Puts a local-reply mapper (YAML) first in the gateway listener's `local_reply_config`.
+    pub fn first_local_reply_mapper(&mut self, text: &str) -> Result<&mut Self, String> {
+        let mapper = Value::Mapping(yaml_mapping(text)?);
+        let mappers = seq(key(key_in(self.hcm()?, "local_reply_config"), "mappers"));
+        mappers.insert(0, mapper);
         Ok(self)
     }
 

@@ -34,6 +34,40 @@ struct RawAudit {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, default)]
+struct RawGlobalLimits {
+    enabled: bool,
+    cluster: String,
+    domain: String,
+    probe_seconds: u64,
+    timeout_ms: u64,
+}
+
+impl Default for RawGlobalLimits {
+    fn default() -> Self {
+        RawGlobalLimits {
+            enabled: false,
+            cluster: "ratelimit".to_owned(),
+            domain: "claude-gateway".to_owned(),
+            probe_seconds: 10,
+            timeout_ms: 1000,
+        }
+    }
+}
+
+/// Envoy's global rate limiting (limits across replicas): the filter names the request's
+/// consumer and windows and its usage for the bootstrap's descriptors, and probes the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalLimits {
+    /// The rate-limit service's cluster (for the probe) and domain.
+    pub cluster: String,
+    pub domain: String,
+    /// How often the service is probed (0: never), and how long a probe may take.
+    pub probe_seconds: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
 struct RawConfig {
     routing_header: String,
     hold_headers: bool,
@@ -48,6 +82,7 @@ struct RawConfig {
     usage: usage::RawUsage,
     audit: RawAudit,
     dialects: BTreeMap<String, dialects::RawPolicy>,
+    global_limits: RawGlobalLimits,
 }
 
 impl Default for RawConfig {
@@ -66,6 +101,7 @@ impl Default for RawConfig {
             usage: usage::RawUsage::default(),
             audit: RawAudit::default(),
             dialects: BTreeMap::new(),
+            global_limits: RawGlobalLimits::default(),
         }
     }
 }
@@ -89,6 +125,8 @@ pub struct Config {
     pub audit: bool,
     /// What each vendor dialect accepts (betas, body fields).
     pub policies: Policies,
+    /// Limits across replicas through Envoy's global rate limiting; `None`: per replica only.
+    pub global_limits: Option<GlobalLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,12 +240,30 @@ pub fn parse_with_env(
         usage: usage::compile_usage(raw.usage)?,
         audit: raw.audit.enabled.unwrap_or(true),
         policies: dialects::compile_policies(&raw.dialects)?,
+        global_limits: compile_global(raw.global_limits)?,
     };
     check_dialects(&config)?;
     if !config.hold_headers {
         check_needs_no_body(&config)?;
     }
     Ok(config)
+}
+
+fn compile_global(raw: RawGlobalLimits) -> Result<Option<GlobalLimits>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    validate_cluster_name("global_limits.cluster", &raw.cluster)?;
+    validate_label("global_limits.domain", &raw.domain)?;
+    if !(1..=60_000).contains(&raw.timeout_ms) {
+        return Err(error("global_limits.timeout_ms", "must be 1 to 60000"));
+    }
+    Ok(Some(GlobalLimits {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        probe_seconds: raw.probe_seconds,
+        timeout_ms: raw.timeout_ms,
+    }))
 }
 
 /// A vendor that does not take a top-level `cache_control` cannot get automatic caching.

@@ -5,6 +5,7 @@ mod effects;
 mod host;
 mod http;
 mod memory;
+mod probe;
 mod response;
 mod root;
 mod stats;

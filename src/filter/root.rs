@@ -1,6 +1,8 @@
 //! The root context: loads the plugin configuration and creates one HTTP context per request.
 
+use super::effects;
 use super::http::Http;
+use super::probe::Probe;
 use super::stats::Stats;
 use super::upstream::Upstream;
 use super::{host, memory, refresh_log_level};
@@ -15,14 +17,21 @@ pub struct Root {
     stats: Rc<Stats>,
     /// Loaded as an upstream filter of a cluster (`root_id` ending in `upstream`).
     upstream: bool,
-    /// This root reports the VM's memory gauges on its tick.
+    /// This root reports the VM's memory gauges on its tick (one per process), and probes the
+    /// global rate-limit service.
     reports_memory: bool,
+    probe: Probe,
 }
 
 /// How often the memory gauges are refreshed.
 const MEMORY_REPORT_MS: u32 = 1000;
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        self.probe
+            .answered(&self.stats, token_id, status_code, effects::now_ms());
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -72,8 +81,14 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if self.reports_memory {
-            memory::report(&self.stats);
+        if !self.reports_memory {
+            return;
+        }
+        memory::report(&self.stats);
+        if let Some(g) = self.config.as_ref().and_then(|c| c.global_limits.clone()) {
+            let mut probe = std::mem::take(&mut self.probe);
+            probe.tick(self, &g, effects::now_ms());
+            self.probe = probe;
         }
     }
 

@@ -490,25 +490,28 @@ fn no_key_appears_in_logs_stats_access_log_config_dump_or_responses() {
 }
 
 #[test]
-fn the_global_rate_limit_service_gets_the_consumer_and_cost_center_as_descriptors() {
+fn the_global_rate_limit_service_is_asked_on_admission_and_charged_at_the_end() {
     let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
+    // The service refuses the bot's requests.
     let rls = RateLimitService::start(|call| {
         call.descriptors
             .iter()
-            .any(|d| d == &[("consumer".to_owned(), "bot".to_owned())])
+            .any(|d| d.get("consumer") == Some("bot") && d.get("kind") == Some("requests"))
     });
     let mut b = envoy::shipped(
-        "examples/global-ratelimit.yaml",
+        "examples/replicas.yaml",
         &[("anthropic", &[mock.port()]), ("ratelimit", &[rls.port()])],
     );
-    b.plugin_config(&test_config());
+    let mut config: serde_json::Value = serde_json::from_str(&test_config()).unwrap();
+    config["global_limits"] = json!({"enabled": true, "cluster": "ratelimit"});
+    b.plugin_config(&config.to_string());
     let gw = Gateway::start_with(b, &pool_env());
 
     // A client cannot choose its own descriptors.
     let r = post(
         &gw,
         &[("x-api-key", ALICE), ("x-claude-gateway-consumer", "bot")],
-        &body(MODEL, false),
+        &body(MODEL, true),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let r = as_consumer(&gw, BOT, None);
@@ -519,26 +522,73 @@ fn the_global_rate_limit_service_gets_the_consumer_and_cost_center_as_descriptor
         401,
         "authentication_error",
     );
-
     assert_eq!(mock.requests().len(), 1);
-    let descriptors = |consumer: &str, cost_center: &str| {
-        vec![
-            vec![("consumer".to_owned(), consumer.to_owned())],
-            vec![("cost_center".to_owned(), cost_center.to_owned())],
-        ]
+
+    // Alice's request: checked on admission (the request counted, every limit with 0), then,
+    // once the stream ended, charged with what the upstream reported.
+    let day = &gw.wait_audit_records(1)[0]["timestamp"].as_str().unwrap()[..10].to_owned();
+    let month = &day[..7];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let calls = loop {
+        let calls: Vec<Call> = rls
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.descriptors.iter().any(|d| {
+                    d.get("consumer") == Some("alice") || d.get("cost_center") == Some("platform")
+                })
+            })
+            .collect();
+        if calls.len() >= 2 || std::time::Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let calls = rls.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let summary = |c: &Call| -> Vec<(String, Option<u64>)> {
+        c.descriptors
+            .iter()
+            .map(|d| {
+                let who = d.get("consumer").or(d.get("cost_center")).unwrap_or("?");
+                let window = d.get("window").map(|w| format!(" {w}")).unwrap_or_default();
+                (
+                    format!("{who} {}{window}", d.get("kind").unwrap_or("?")),
+                    d.hits,
+                )
+            })
+            .collect()
+    };
+    let admission = summary(&calls[0]);
     assert_eq!(
-        calls,
+        admission,
         [
-            Call {
-                domain: "claude-gateway".into(),
-                descriptors: descriptors("alice", "platform"),
-            },
-            Call {
-                domain: "claude-gateway".into(),
-                descriptors: descriptors("bot", "ci"),
-            },
+            ("alice requests".to_owned(), None),
+            ("alice input_tokens".to_owned(), Some(0)),
+            ("alice output_tokens".to_owned(), Some(0)),
+            (format!("platform usd_day {day}"), Some(0)),
+            (format!("platform usd_month {month}"), Some(0)),
+            (format!("alice usd_day {day}"), Some(0)),
+            (format!("alice usd_month {month}"), Some(0)),
+        ]
+    );
+    assert_eq!(calls[0].domain, "claude-gateway");
+    let record = &gw.audit_records()[0];
+    let input = record["gen_ai.usage.input_tokens"].as_u64().unwrap()
+        + record["gen_ai.usage.cache_creation.input_tokens"]
+            .as_u64()
+            .unwrap();
+    let output = record["gen_ai.usage.output_tokens"].as_u64().unwrap();
+    let cost = record["cost_micro_usd"].as_u64().unwrap();
+    assert!(input > 0 && output > 0 && cost > 0, "{record}");
+    assert_eq!(
+        summary(&calls[1]),
+        [
+            ("alice input_tokens".to_owned(), Some(input)),
+            ("alice output_tokens".to_owned(), Some(output)),
+            (format!("platform usd_day {day}"), Some(cost)),
+            (format!("platform usd_month {month}"), Some(cost)),
+            (format!("alice usd_day {day}"), Some(cost)),
+            (format!("alice usd_month {month}"), Some(cost)),
         ]
     );
     gw.assert_healthy();

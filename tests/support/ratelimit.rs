@@ -6,8 +6,22 @@
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 
-/// One descriptor: its entries as (key, value).
-pub type Descriptor = Vec<(String, String)>;
+/// One descriptor: its entries as (key, value), and its own `hits_addend` when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub entries: Vec<(String, String)>,
+    pub hits: Option<u64>,
+}
+
+impl Descriptor {
+    /// The value of an entry.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -95,21 +109,22 @@ async fn serve(socket: tokio::net::TcpStream, calls: Arc<Mutex<Vec<Call>>>, over
     }
 }
 
+fn varint(b: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// The length-delimited fields of a protobuf message, as (field number, bytes); other wire
 /// types are skipped.
 fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
     let mut out = Vec::new();
     while let Some(tag) = varint(&mut b) {
         let skip = match tag & 7 {
@@ -139,7 +154,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// RateLimitRequest { domain (1), descriptors (2): RateLimitDescriptor { entries (1):
-/// Entry { key (1), value (2) } } }
+/// Entry { key (1), value (2) }, hits_addend (3): UInt64Value { value (1) } } }
 fn decode_request(message: &[u8]) -> Call {
     let mut call = Call {
         domain: String::new(),
@@ -148,25 +163,44 @@ fn decode_request(message: &[u8]) -> Call {
     for (field, value) in fields(message) {
         match field {
             1 => call.domain = text(value),
-            2 => call.descriptors.push(
-                fields(value)
-                    .into_iter()
-                    .filter(|(f, _)| *f == 1)
-                    .map(|(_, entry)| {
-                        let mut kv = (String::new(), String::new());
-                        for (f, v) in fields(entry) {
-                            match f {
-                                1 => kv.0 = text(v),
-                                2 => kv.1 = text(v),
-                                _ => {}
+            2 => {
+                let mut d = Descriptor {
+                    entries: Vec::new(),
+                    hits: None,
+                };
+                for (f, v) in fields(value) {
+                    match f {
+                        1 => {
+                            let mut kv = (String::new(), String::new());
+                            for (f, v) in fields(v) {
+                                match f {
+                                    1 => kv.0 = text(v),
+                                    2 => kv.1 = text(v),
+                                    _ => {}
+                                }
                             }
+                            d.entries.push(kv);
                         }
-                        kv
-                    })
-                    .collect(),
-            ),
+                        // An absent value field is 0.
+                        3 => d.hits = Some(varint_field(v, 1).unwrap_or(0)),
+                        _ => {}
+                    }
+                }
+                call.descriptors.push(d);
+            }
             _ => {}
         }
     }
     call
+}
+
+/// The varint field `number` of a message.
+fn varint_field(mut b: &[u8], number: u64) -> Option<u64> {
+    while let Some(tag) = varint(&mut b) {
+        let v = varint(&mut b)?;
+        if tag == (number << 3) {
+            return Some(v);
+        }
+    }
+    None
 }

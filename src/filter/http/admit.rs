@@ -7,6 +7,7 @@ use crate::filter::effects;
 use crate::filter::host;
 use crate::filter::store::EnvoyStore;
 use crate::filter::upstream::{HANDOFF, Handoff};
+use crate::global_limits;
 use crate::keys;
 use crate::keys::access::{self, Asks};
 use crate::plan::{self, HeaderOp, Reply};
@@ -45,6 +46,10 @@ impl Http {
             None => Asks::Other,
         };
         let key = access::admit(config, route, c, asks, session.as_deref(), &EnvoyStore, now)?;
+        if config.global_limits.is_some() {
+            // The global rate-limit filter's descriptors (after this filter) read these.
+            self.set_state(&global_limits::admission(c, now));
+        }
         // A virtual key is the gateway's, never the upstream's.
         ops.push(HeaderOp::Remove("x-api-key"));
         ops.push(HeaderOp::Remove("authorization"));
@@ -64,6 +69,15 @@ impl Http {
                 .map(|i| (i, k));
         }
         Ok(ops)
+    }
+
+    /// Writes filter state (`wasm.<name>` for Envoy's formatters and matchers).
+    pub(super) fn set_state(&self, entries: &[(&str, String)]) {
+        for (name, value) in entries {
+            if let Err(e) = host::set_property(&[name], value.as_bytes()) {
+                log::warn!("#{} {e}", self.id);
+            }
+        }
     }
 
     /// Leaves the upstream instance what it needs when it has work per attempt (another key

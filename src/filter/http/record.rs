@@ -9,6 +9,7 @@ use crate::filter::effects::{self, ResponseHeaders};
 use crate::filter::host;
 use crate::filter::store::EnvoyStore;
 use crate::filter::upstream::{ATTEMPTS, KEY_HEADER, TARGET_HEADER};
+use crate::global_limits;
 use crate::keys::access;
 use crate::metrics;
 use crate::request::Endpoint;
@@ -172,6 +173,15 @@ impl Http {
                 &EnvoyStore,
                 now,
             );
+            if config.global_limits.is_some() {
+                // Charged by the global rate-limit filter when the stream is destroyed, which
+                // Envoy does after the access log (so after this), aborted streams included.
+                self.set_state(&global_limits::charges(
+                    input,
+                    output,
+                    record.cost_micro_usd,
+                ));
+            }
         }
         for (metric, n) in &updates.counters {
             self.stats.add(metric, *n);
