@@ -441,7 +441,10 @@ pub fn eventstream(data: &[u8]) {
         }
         // The structure is checked; string contents pass as the upstream sent them.
         json::validate(data).unwrap_or_else(|e| {
-            panic!("event data is not JSON ({e:?}): {:?}", String::from_utf8_lossy(data))
+            panic!(
+                "event data is not JSON ({e:?}): {:?}",
+                String::from_utf8_lossy(data)
+            )
         });
         if let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) {
             if let Some(kind) = event.get("type").and_then(Value::as_str) {

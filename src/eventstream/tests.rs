@@ -837,4 +837,3 @@ fn base64_round_trips_at_every_length_and_rejects_strangers() {
     }
     assert!(decode_base64(b"", &mut dst) && dst.is_empty());
 }
-
