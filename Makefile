@@ -1,5 +1,6 @@
 # claude_gateway: build, run and test the Envoy wasm filter.
 #   make run    build the filter and start Envoy in front of the Anthropic API (foreground)
+#   make ratelimit   the global rate-limit service (ratelimit/, limits across replicas; needs Redis)
 #   make test   everything CI checks: format, lint, unit tests, fuzz smoke pass, wasm build,
 #               config validation, e2e
 
@@ -141,8 +142,46 @@ image-check: image ## check the image layout (digests, sizes, the layer is the .
 		d=$$(skopeo inspect --format '{{.Digest}} {{.Architecture}}/{{.Os}}' oci:$(IMAGE)) || exit 1; \
 		echo "skopeo reads it: $$d"; fi
 
+# The global rate-limit service (ratelimit/): Envoy's RLS v3 for limits and budgets across
+# replicas, counted by limitador in Redis, limits read from the plugin configuration.
+RATELIMIT_CONFIG ?= ratelimit/example-config.yaml
+REDIS_URL        ?= redis://127.0.0.1:6379
+RATELIMIT_LISTEN ?= 127.0.0.1:8081
+CARGO_OUT        := $(or $(CARGO_TARGET_DIR),target)
+# The workspace's release profile is the filter's (fat LTO, one codegen unit, abort on panic:
+# a small, fast .wasm). The service's release builds take thin LTO and unwinding instead (a
+# panic ends one call, not the process), and build in a fraction of the time.
+RATELIMIT_RELEASE := CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	CARGO_PROFILE_RELEASE_PANIC=unwind
+MUSL_TARGET      := x86_64-unknown-linux-musl
+RATELIMIT_STATIC := $(CARGO_OUT)/$(MUSL_TARGET)/release/claude-gateway-ratelimit
+RATELIMIT_IMAGE  := target/oci/claude_gateway_ratelimit
+
+.PHONY: ratelimit
+ratelimit: ## run the rate-limit service in the foreground (RATELIMIT_CONFIG, REDIS_URL, RATELIMIT_LISTEN)
+	$(RATELIMIT_RELEASE) cargo build --release -p claude_gateway_ratelimit
+	exec $(CARGO_OUT)/release/claude-gateway-ratelimit --config $(RATELIMIT_CONFIG) \
+		--redis $(REDIS_URL) --listen $(RATELIMIT_LISTEN)
+
+# A static binary (musl; OpenSSL, which limitador's Redis client links, built from source by
+# the openssl crate's `vendored` feature with musl-gcc from Debian's musl-tools).
+.PHONY: ratelimit-static
+ratelimit-static: ## the rate-limit service as a static x86-64 Linux binary (musl)
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@command -v musl-gcc >/dev/null || { echo "musl-gcc is missing: apt-get install musl-tools"; exit 1; }
+	$(RATELIMIT_RELEASE) cargo build --release --target $(MUSL_TARGET) -p claude_gateway_ratelimit
+
+.PHONY: ratelimit-image
+ratelimit-image: ratelimit-static ## OCI image of the rate-limit service (target/oci/claude_gateway_ratelimit): build, check, print its digest
+	$(PYTHON) deploy/tools/oci_image.py build-binary $(RATELIMIT_STATIC) $(RATELIMIT_IMAGE)
+	$(PYTHON) deploy/tools/oci_image.py check-binary $(RATELIMIT_STATIC) $(RATELIMIT_IMAGE)
+	@if command -v skopeo >/dev/null; then \
+		d=$$(skopeo inspect --format '{{.Digest}} {{.Architecture}}/{{.Os}}' oci:$(RATELIMIT_IMAGE)) || exit 1; \
+		echo "skopeo reads it: $$d"; fi
+
 .PHONY: e2e
-e2e: build venv ## end-to-end tests against a real Envoy
+e2e: build venv ## end-to-end tests against a real Envoy (and the rate-limit service, Redis)
+	cargo build -p claude_gateway_ratelimit
 	cargo test --features e2e --test e2e -- --test-threads 4
 
 .PHONY: test

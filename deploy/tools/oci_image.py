@@ -8,6 +8,14 @@ the last layer of that media type and takes the file named plugin.wasm from it.
   oci_image.py check <module.wasm> <layout-dir>         verifies it, then that a damaged copy
                                                         is rejected (so the check can fail)
 
+The global rate-limit service (ratelimit/) goes in a container image of the same kind: one
+layer holding its static binary, which is the image's entrypoint (`FROM scratch` + `COPY`),
+runnable by any OCI runtime (Kubernetes, Docker, Podman):
+
+  oci_image.py build-binary <static-binary> <layout-dir> [tag]
+  oci_image.py check-binary <static-binary> <layout-dir>   also runs the binary taken from the
+                                                            layer (`--help`)
+
 The build is reproducible (fixed timestamps, owners and modes): the same .wasm always gives
 the same manifest digest. Push it with skopeo (Debian package `skopeo`):
   skopeo copy oci:<layout-dir>:<tag> docker://registry.example.com/claude-gateway:<tag>
@@ -191,16 +199,190 @@ def resize(layout: pathlib.Path, manifest: dict) -> None:
     (layout / "index.json").write_bytes(canonical(index))
 
 
+# The service's image: a static Linux binary as the entrypoint.
+BINARY_NAME = "claude-gateway-ratelimit"
+BINARY_PATH = "usr/local/bin/" + BINARY_NAME
+BINARY_CMD = ["--config", "/etc/claude-gateway/plugin-config.yaml", "--listen", "0.0.0.0:8081"]
+# Nobody in particular (no /etc/passwd in the image): the "nonroot" uid of distroless images.
+BINARY_USER = "65532:65532"
+
+
+def binary_tar(binary: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in ("usr", "usr/local", "usr/local/bin"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info)
+        info = tarfile.TarInfo(BINARY_PATH)
+        info.size, info.mode, info.mtime = len(binary), 0o755, 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(binary))
+    return out.getvalue()
+
+
+def elf_is_static_x86_64(data: bytes) -> str:
+    """Why `data` is not a static x86-64 Linux executable, or "" if it is one."""
+    import struct
+
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return "not a 64-bit little-endian ELF file"
+    e_type, e_machine = struct.unpack_from("<HH", data, 16)
+    if e_machine != 62 or e_type not in (2, 3):
+        return f"not an x86-64 executable (type {e_type}, machine {e_machine})"
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for i in range(phnum):
+        p_type, = struct.unpack_from("<I", data, phoff + i * phentsize)
+        if p_type == 3:  # PT_INTERP: needs a dynamic loader, which a scratch image lacks
+            return "dynamically linked (it names a program interpreter)"
+    return ""
+
+
+def build_binary(binary_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
+    binary = binary_path.read_bytes()
+    why = elf_is_static_x86_64(binary)
+    if why:
+        raise SystemExit(f"{binary_path}: {why}")
+    if layout.exists():
+        shutil.rmtree(layout)
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    tar = binary_tar(binary)
+    layer = {"mediaType": LAYER, **write_blob(layout, gzip.compress(tar, mtime=0))}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": ["/" + BINARY_PATH],
+            "Cmd": BINARY_CMD,
+            "User": BINARY_USER,
+            "ExposedPorts": {"8081/tcp": {}},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(tar)}"]},
+    }
+    config_desc = {"mediaType": CONFIG, **write_blob(layout, canonical(config))}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": config_desc,
+        "layers": [layer],
+        "annotations": {"org.opencontainers.image.title": BINARY_NAME},
+    }
+    manifest_desc = {
+        "mediaType": MANIFEST,
+        **write_blob(layout, canonical(manifest)),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [manifest_desc]}
+    (layout / "index.json").write_bytes(canonical(index))
+    print(f"image layout: {layout} (tag {tag})")
+    print(f"manifest digest: {manifest_desc['digest']}   (pin it: <registry>/{BINARY_NAME}@{manifest_desc['digest']})")
+    print(f"{BINARY_NAME} sha256: {sha256(binary)}   ({len(binary)} bytes, static)")
+
+
+def verify_binary(binary_path: pathlib.Path, layout: pathlib.Path, run: bool = False) -> str:
+    """Checks the layout as a container runtime reads it; returns the manifest digest. With
+    `run`, also runs the binary taken out of the layer."""
+    if json.loads((layout / "oci-layout").read_text()).get("imageLayoutVersion") != "1.0.0":
+        raise Invalid("oci-layout: imageLayoutVersion is not 1.0.0")
+    index = json.loads((layout / "index.json").read_text())
+    manifests = index.get("manifests", [])
+    if index.get("schemaVersion") != 2 or len(manifests) != 1:
+        raise Invalid("index.json: expected schemaVersion 2 and one manifest")
+    desc = manifests[0]
+    if not desc.get("annotations", {}).get("org.opencontainers.image.ref.name"):
+        raise Invalid("index.json: the manifest has no tag (org.opencontainers.image.ref.name)")
+    manifest = json.loads(blob(layout, desc, MANIFEST))
+    if manifest.get("schemaVersion") != 2 or manifest.get("mediaType") != MANIFEST:
+        raise Invalid("manifest: schemaVersion/mediaType")
+    config = json.loads(blob(layout, manifest["config"], CONFIG))
+    if (config.get("architecture"), config.get("os")) != ("amd64", "linux"):
+        raise Invalid(f"config: platform {config.get('architecture')}/{config.get('os')}")
+    if config.get("config", {}).get("Entrypoint") != ["/" + BINARY_PATH]:
+        raise Invalid(f"config: entrypoint {config.get('config', {}).get('Entrypoint')}")
+    layers = manifest.get("layers", [])
+    if len(layers) != 1:
+        raise Invalid(f"manifest: {len(layers)} layers, expected 1")
+    tar = gzip.decompress(blob(layout, layers[0], LAYER))
+    if config.get("rootfs", {}).get("diff_ids") != [f"sha256:{sha256(tar)}"]:
+        raise Invalid("config: rootfs.diff_ids does not match the uncompressed layer")
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        files = [m for m in archive.getmembers() if not m.isdir()]
+        if [m.name for m in files] != [BINARY_PATH]:
+            raise Invalid(f"layer holds {[m.name for m in files]}, expected [{BINARY_PATH!r}]")
+        if files[0].mode & 0o111 != 0o111:
+            raise Invalid(f"{BINARY_PATH} is not executable (mode {files[0].mode:o})")
+        member = archive.extractfile(files[0])
+        content = member.read() if member else b""
+    if content != binary_path.read_bytes():
+        raise Invalid(f"{BINARY_PATH} in the layer differs from the built binary")
+    why = elf_is_static_x86_64(content)
+    if why:
+        raise Invalid(f"{BINARY_PATH}: {why}")
+    if run:
+        import subprocess
+
+        with tempfile.TemporaryDirectory() as tmp:
+            exe = pathlib.Path(tmp) / BINARY_NAME
+            exe.write_bytes(content)
+            exe.chmod(0o755)
+            # An empty environment, as in a scratch image.
+            done = subprocess.run([str(exe), "--help"], env={}, capture_output=True, timeout=30)
+            if done.returncode != 0 or b"--config" not in done.stderr:
+                raise Invalid(f"the binary from the layer does not run: {done.returncode} {done.stderr[:200]!r}")
+    return desc["digest"]
+
+
+def check_binary(binary_path: pathlib.Path, layout: pathlib.Path) -> None:
+    digest = verify_binary(binary_path, layout, run=True)
+    print(f"image layout ok: {layout} {digest}; the binary from its layer runs")
+    manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
+    damages = {
+        "a flipped byte in the layer": lambda d: flip(d / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]),
+        "a wrong layer size": lambda d: resize(d, manifest),
+        "another binary": None,
+    }
+    for name, damage in damages.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = pathlib.Path(tmp) / "layout"
+            shutil.copytree(layout, copy)
+            binary = binary_path
+            if damage is None:
+                binary = pathlib.Path(tmp) / "other"
+                binary.write_bytes(binary_path.read_bytes() + b"\0")
+            else:
+                damage(copy)
+            try:
+                verify_binary(binary, copy)
+            except Invalid as e:
+                print(f"  rejected as it should be ({name}): {e}")
+                continue
+            raise SystemExit(f"image check is broken: {name} was accepted")
+
+
 def main(argv: list) -> int:
-    if len(argv) < 4 or argv[1] not in ("build", "check"):
+    commands = ("build", "check", "build-binary", "check-binary")
+    if len(argv) < 4 or argv[1] not in commands:
         print(__doc__)
         return 2
-    wasm, layout = pathlib.Path(argv[2]), pathlib.Path(argv[3])
+    path, layout = pathlib.Path(argv[2]), pathlib.Path(argv[3])
+    tag = argv[4] if len(argv) > 4 else DEFAULT_TAG
     if argv[1] == "build":
-        build(wasm, layout, argv[4] if len(argv) > 4 else DEFAULT_TAG)
+        build(path, layout, tag)
+        return 0
+    if argv[1] == "build-binary":
+        build_binary(path, layout, tag)
         return 0
     try:
-        check(wasm, layout)
+        if argv[1] == "check":
+            check(path, layout)
+        else:
+            check_binary(path, layout)
     except (Invalid, OSError, ValueError, KeyError) as e:
         print(f"image layout INVALID: {e}")
         return 1

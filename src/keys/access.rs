@@ -4,6 +4,7 @@
 
 use super::limits::{Bucket, Period, Spend};
 use super::pool::{self, KeyState, Observed, Pool};
+use super::refusals::{Holder, Refusal, retry_after_seconds};
 use super::{Consumer, SharedStore, update};
 use crate::config::Config;
 use crate::plan::Reply;
@@ -24,18 +25,18 @@ fn spend_key(period: Period, cost_center: &str) -> String {
     format!("cgw:spend:{}:{cost_center}", period.as_str())
 }
 
-fn seconds(ms: u64) -> u64 {
-    ms.div_ceil(1000).max(1)
-}
-
 fn too_many(message: String, wait_ms: u64, details: &'static str) -> Denied {
     Denied {
         status: 429,
         error_type: "rate_limit_error",
         message,
-        retry_after_s: Some(seconds(wait_ms)),
+        retry_after_s: Some(retry_after_seconds(wait_ms)),
         details,
     }
+}
+
+fn refused(refusal: Refusal<'_>, wait_ms: u64) -> Denied {
+    too_many(refusal.message(), wait_ms, refusal.details())
 }
 
 /// The shared state of every key of a pool.
@@ -94,20 +95,14 @@ fn check_budgets(
         let stored = store.get(&spend_key(period, cost_center));
         let spent = Spend::decode(stored.as_ref().map(|s| s.0.as_slice()), window);
         if spent.micro_usd >= limit {
-            return Err(too_many(
-                format!(
-                    "The {} budget of cost center `{cost_center}` (${:.2}) is spent; it renews at {}.",
-                    period.as_str(),
-                    limit as f64 / 1e6,
-                    crate::time::rfc3339(ends * 1_000_000)
-                ),
-                ends.saturating_sub(now),
-                if period == Period::Day {
-                    "claude_gateway.budget_daily"
-                } else {
-                    "claude_gateway.budget_monthly"
-                },
-            ));
+            let refusal = Refusal::Budget {
+                holder: Holder::CostCenter,
+                id: cost_center,
+                period,
+                limit_micro_usd: limit,
+                renews_at_ms: ends,
+            };
+            return Err(refused(refusal, ends.saturating_sub(now)));
         }
     }
     Ok(())
@@ -122,28 +117,29 @@ fn check_limits(c: &Consumer, store: &dyn SharedStore, now: u64) -> Result<(), D
             (Some(b.encode()), r)
         });
         if let Some(Err(wait)) = taken {
-            return Err(too_many(
-                format!(
-                    "Consumer `{}` is limited to {} requests per minute.",
-                    c.id, l.requests_per_minute
-                ),
-                wait,
-                "claude_gateway.requests_per_minute",
-            ));
+            let refusal = Refusal::RequestsPerMinute {
+                consumer: &c.id,
+                limit: l.requests_per_minute,
+            };
+            return Err(refused(refusal, wait));
         }
     }
-    for (kind, limit, what, details) in [
+    for (kind, limit, refusal) in [
         (
             "itpm",
             l.input_tokens_per_minute,
-            "input",
-            "claude_gateway.input_tokens_per_minute",
+            Refusal::InputTokensPerMinute {
+                consumer: &c.id,
+                limit: l.input_tokens_per_minute,
+            },
         ),
         (
             "otpm",
             l.output_tokens_per_minute,
-            "output",
-            "claude_gateway.output_tokens_per_minute",
+            Refusal::OutputTokensPerMinute {
+                consumer: &c.id,
+                limit: l.output_tokens_per_minute,
+            },
         ),
     ] {
         if limit == 0 {
@@ -152,14 +148,7 @@ fn check_limits(c: &Consumer, store: &dyn SharedStore, now: u64) -> Result<(), D
         let stored = store.get(&bucket_key(kind, &c.id));
         let mut b = Bucket::decode(stored.as_ref().map(|s| s.0.as_slice()), limit, now);
         if let Err(wait) = b.admit(limit, now) {
-            return Err(too_many(
-                format!(
-                    "Consumer `{}` is limited to {limit} {what} tokens per minute.",
-                    c.id
-                ),
-                wait,
-                details,
-            ));
+            return Err(refused(refusal, wait));
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod limits;
 pub mod pool;
+pub mod refusals;
 
 use crate::pattern::Pattern;
 use sha2::{Digest, Sha256};

@@ -1,0 +1,389 @@
+//! `ShouldRateLimit`: the semantics of each descriptor, on limitador's counters.
+//!
+//! | kind | hits 0 (request path) | hits N > 0 | `is_negative_hits` with N |
+//! |---|---|---|---|
+//! | `requests` | check: OVER_LIMIT when count >= limit | count N unless count + N > limit (then OVER_LIMIT, not counted) | refund: N subtracted |
+//! | `input_tokens`, `output_tokens`, `usd_day`, `usd_month` | check: OVER_LIMIT when count >= limit | charge: N always added (may pass the limit), OK | refund: N subtracted |
+//!
+//! Requests are only counted when no check of the same call is over (a refused request is not
+//! counted); charges and refunds are applied whatever else the call holds. A refund can take a
+//! counter below zero (credit in that window), e.g. when the window it was charged in is over.
+
+use crate::descriptor::{self, Parsed};
+use crate::limits::{self, Kind, Limits};
+use crate::store::Store;
+use claude_gateway::keys::refusals::retry_after_seconds;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use limitador::AsyncRateLimiter;
+use limitador::counter::Counter;
+use limitador::limit::Namespace;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The header naming the limit that refused, as the filter's `claude_gateway_refused{reason}`.
+pub const LIMIT_HEADER: &str = "x-claude-gateway-limit";
+
+/// Milliseconds since the epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
+}
+
+pub struct Service {
+    domain: String,
+    limits: Limits,
+    store: Arc<Store>,
+    clock: Clock,
+    /// Bound on the storage work of one call.
+    timeout: Duration,
+    minute_seconds: u64,
+    warned_domain: AtomicBool,
+}
+
+/// What one descriptor asks for.
+enum Action {
+    /// Not a limit of ours: OK, nothing counted.
+    Nothing,
+    Check,
+    Count(i64),
+    Charge(i64),
+    Refund(i64),
+}
+
+struct Item {
+    parsed: Option<(Parsed, u64)>,
+    action: Action,
+}
+
+/// The outcome of one descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    over: bool,
+    remaining: Option<u64>,
+    /// Until the window renews.
+    reset_ms: Option<u64>,
+}
+
+impl Service {
+    pub fn new(
+        domain: &str,
+        limits: Limits,
+        store: Arc<Store>,
+        clock: Clock,
+        timeout: Duration,
+    ) -> Service {
+        Service {
+            domain: domain.to_owned(),
+            limits,
+            store,
+            clock,
+            timeout,
+            minute_seconds: limits::MINUTE_SECONDS,
+            warned_domain: AtomicBool::new(false),
+        }
+    }
+
+    /// Per-minute windows of another length (the tests' short windows); must match the
+    /// limits the store was given.
+    pub fn with_minute_seconds(mut self, seconds: u64) -> Service {
+        self.minute_seconds = seconds;
+        self
+    }
+
+    fn classify(&self, request: &RateLimitRequest) -> Vec<Item> {
+        request
+            .descriptors
+            .iter()
+            .map(|d| {
+                let hits = descriptor::hits(d, request.hits_addend);
+                let Some(parsed) = descriptor::parse(d) else {
+                    return Item {
+                        parsed: None,
+                        action: Action::Nothing,
+                    };
+                };
+                let Some(limit) = self.limits.get(&parsed.subject, parsed.kind) else {
+                    return Item {
+                        parsed: None,
+                        action: Action::Nothing,
+                    };
+                };
+                // Envoy sends at most 1e9 per descriptor.
+                let n = i64::try_from(hits).unwrap_or(i64::MAX);
+                let action = match (d.is_negative_hits, n) {
+                    (_, 0) => Action::Check,
+                    (true, n) => Action::Refund(n),
+                    (false, n) if parsed.kind.counts_requests() => Action::Count(n),
+                    (false, n) => Action::Charge(n),
+                };
+                Item {
+                    parsed: Some((parsed, limit)),
+                    action,
+                }
+            })
+            .collect()
+    }
+
+    /// Answers one call; `Err` is a gRPC status (UNAVAILABLE while the storage is).
+    pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
+        if request.domain != self.domain {
+            if !self.warned_domain.swap(true, Ordering::Relaxed) {
+                crate::log(&format!(
+                    "calls for domain `{}` are answered OK without counting (this service is \
+                     domain `{}`); logged once",
+                    request.domain.chars().take(64).collect::<String>(),
+                    self.domain
+                ));
+            }
+            return Ok(ok_response(request.descriptors.len()));
+        }
+        // Even a call with nothing to count (the filter's probe) says whether the storage is up.
+        let Some(backend) = self.store.backend() else {
+            return Err(Status::unavailable(
+                "the rate-limit counters (Redis) are unavailable",
+            ));
+        };
+        let items = self.classify(request);
+        let work = async {
+            if items.iter().all(|i| matches!(i.action, Action::Nothing)) {
+                backend
+                    .alive(self.timeout)
+                    .await
+                    .map(|()| vec![Outcome::default(); items.len()])
+            } else {
+                self.run(&backend.limiter, &items).await
+            }
+        };
+        let outcomes = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(failure)) => {
+                self.store.suspect();
+                return Err(Status::unavailable(format!(
+                    "the rate-limit counters (Redis) failed: {failure}"
+                )));
+            }
+            Err(_) => {
+                self.store.suspect();
+                return Err(Status::unavailable(format!(
+                    "the rate-limit counters (Redis) did not answer within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        Ok(self.respond(&items, &outcomes))
+    }
+
+    /// Charges and refunds, then checks, then (when no check is over) counts.
+    async fn run(
+        &self,
+        limiter: &AsyncRateLimiter,
+        items: &[Item],
+    ) -> Result<Vec<Outcome>, String> {
+        let now = (self.clock)();
+        let mut outcomes = vec![Outcome::default(); items.len()];
+        let storage = |e: limitador::errors::LimitadorError| e.to_string();
+        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
+            let delta = match (&item.parsed, &item.action) {
+                (Some(_), Action::Charge(n)) => *n,
+                (Some(_), Action::Refund(n)) => -*n,
+                _ => continue,
+            };
+            if let Some((p, _)) = &item.parsed {
+                let (ns, values) = self.counter(p);
+                limiter
+                    .update_counters(&ns, &values, delta)
+                    .await
+                    .map_err(storage)?;
+                out.reset_ms = p.window.as_ref().map(|w| w.1.saturating_sub(now));
+            }
+        }
+        let mut refused = false;
+        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
+            if let (Some((p, _)), Action::Check) = (&item.parsed, &item.action) {
+                *out = self.check(limiter, p, 1, now).await.map_err(storage)?;
+                refused |= out.over;
+            }
+        }
+        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
+            if let (Some((p, _)), Action::Count(n)) = (&item.parsed, &item.action) {
+                *out = if refused {
+                    // The call is refused anyway: where this counter stands, nothing counted.
+                    self.check(limiter, p, *n, now).await
+                } else {
+                    self.count(limiter, p, *n, now).await
+                }
+                .map_err(storage)?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Whether `n` more would pass the limit, counting nothing: limitador's check-and-update
+    /// with a delta of 0 reads the counter (value and TTL) and adds nothing.
+    async fn check(
+        &self,
+        limiter: &AsyncRateLimiter,
+        p: &Parsed,
+        n: i64,
+        now: u64,
+    ) -> Result<Outcome, limitador::errors::LimitadorError> {
+        let (ns, values) = self.counter(p);
+        let r = limiter
+            .check_rate_limited_and_update(&ns, &values, 0, true)
+            .await?;
+        let counter = r.counters.first();
+        let remaining = counter.and_then(Counter::remaining).unwrap_or(i64::MAX);
+        Ok(self.outcome(p, remaining < n, remaining, counter, now))
+    }
+
+    /// Counts `n` unless that would pass the limit (then nothing is counted).
+    async fn count(
+        &self,
+        limiter: &AsyncRateLimiter,
+        p: &Parsed,
+        n: i64,
+        now: u64,
+    ) -> Result<Outcome, limitador::errors::LimitadorError> {
+        let (ns, values) = self.counter(p);
+        let r = limiter
+            .check_rate_limited_and_update(&ns, &values, n, true)
+            .await?;
+        let counter = r.counters.first();
+        // limitador reports what would remain after `n`; refused, nothing was taken.
+        let after = counter.and_then(Counter::remaining).unwrap_or(i64::MAX);
+        let remaining = if r.limited {
+            after.saturating_add(n)
+        } else {
+            after
+        };
+        Ok(self.outcome(p, r.limited, remaining, counter, now))
+    }
+
+    fn counter(&self, p: &Parsed) -> (Namespace, HashMap<String, String>) {
+        let ns = Namespace::from(limits::namespace(&self.domain, &p.subject, p.kind));
+        let mut values = HashMap::new();
+        if let Some((window, _)) = &p.window {
+            values.insert(limits::WINDOW_VARIABLE.to_owned(), window.clone());
+        }
+        (ns, values)
+    }
+
+    fn outcome(
+        &self,
+        p: &Parsed,
+        over: bool,
+        remaining: i64,
+        counter: Option<&Counter>,
+        now: u64,
+    ) -> Outcome {
+        let reset_ms = match &p.window {
+            // Budgets renew with their calendar window, whatever their counter's TTL.
+            Some((_, ends)) => ends.saturating_sub(now),
+            None => counter
+                .and_then(Counter::expires_in)
+                .map_or(self.minute_seconds * 1000, |d| d.as_millis() as u64),
+        };
+        Outcome {
+            over,
+            remaining: counter.map(|_| u64::try_from(remaining).unwrap_or(0)),
+            reset_ms: Some(reset_ms),
+        }
+    }
+
+    fn respond(&self, items: &[Item], outcomes: &[Outcome]) -> RateLimitResponse {
+        let mut response = ok_response(0);
+        let mut first_refusal: Option<(&Parsed, u64)> = None;
+        let mut wait_ms = 0;
+        for (item, out) in items.iter().zip(outcomes) {
+            let Some((p, limit)) = &item.parsed else {
+                response.statuses.push(status(Code::Ok));
+                continue;
+            };
+            let mut s = status(if out.over { Code::OverLimit } else { Code::Ok });
+            let refusal = p.subject.refusal(p.kind, *limit, 0);
+            s.current_limit = Some(RateLimit {
+                name: refusal.reason().to_owned(),
+                requests_per_unit: u32::try_from(*limit).unwrap_or(u32::MAX),
+                unit: match p.kind {
+                    Kind::UsdDay => Unit::Day,
+                    Kind::UsdMonth => Unit::Month,
+                    _ => Unit::Minute,
+                } as i32,
+            });
+            if let Some(remaining) = out.remaining {
+                s.limit_remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+            }
+            s.duration_until_reset = out.reset_ms.map(|ms| ProtoDuration {
+                seconds: (ms / 1000) as i64,
+                nanos: ((ms % 1000) * 1_000_000) as i32,
+            });
+            if out.over {
+                first_refusal.get_or_insert((p, *limit));
+                wait_ms = wait_ms.max(out.reset_ms.unwrap_or(0));
+            }
+            response.statuses.push(s);
+        }
+        if let Some((p, limit)) = first_refusal {
+            let renews_at = p.window.as_ref().map_or(0, |w| w.1);
+            let refusal = p.subject.refusal(p.kind, limit, renews_at);
+            let retry_after = retry_after_seconds(wait_ms);
+            response.overall_code = Code::OverLimit as i32;
+            // The message alone: the bootstrap's local-reply mapper puts it in the API's error
+            // envelope (as JSON), as it does for any refusal Envoy's filter answers.
+            response.raw_body = refusal.message().into_bytes();
+            response.response_headers_to_add = vec![
+                header("retry-after", &retry_after.to_string()),
+                header(LIMIT_HEADER, refusal.reason()),
+            ];
+        }
+        response
+    }
+}
+
+fn status(code: Code) -> DescriptorStatus {
+    DescriptorStatus {
+        code: code as i32,
+        ..Default::default()
+    }
+}
+
+fn ok_response(descriptors: usize) -> RateLimitResponse {
+    RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![status(Code::Ok); descriptors],
+        ..Default::default()
+    }
+}
+
+fn header(key: &str, value: &str) -> HeaderValue {
+    HeaderValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.decide(request.get_ref()).await.map(Response::new)
+    }
+}
