@@ -268,13 +268,14 @@ pub fn transcode_failures(reason: &str) -> Metric {
     Metric::new(Kind::Counter, "transcode_failures", &[("reason", reason)])
 }
 
-/// 1 while the global rate-limit service answers the gateway's probe, 0 while it does not,
-/// summed over the processes that probe (one per Envoy).
+/// 1 while the global rate-limit service answers the gateway's probe, 0 while it does not
+/// (each worker's VM probes and sets it; they agree).
 pub fn global_limits_up() -> Metric {
     Metric::new(Kind::Gauge, "global_limits_up", &[])
 }
 
-/// Probes of the global rate-limit service that failed (no answer, an error status).
+/// Probes of the global rate-limit service that failed (no answer, an error status), of every
+/// worker's VM (one probe each per `probe_seconds`).
 pub fn global_limits_probe_failures() -> Metric {
     Metric::new(Kind::Counter, "global_limits_probe_failures", &[])
 }

@@ -514,6 +514,21 @@ fn replica_descriptors() -> String {
     out
 }
 
+/// Fail-closed (`failure_mode_deny: true`) and the service unreachable: a 503 in the API's
+/// envelope that says why.
+const LIMITS_UNCHECKED_REPLY: &str = r#"
+filter:
+  extension_filter:
+    name: envoy.access_loggers.extension_filters.cel
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+      expression: "response.code_details == 'rate_limiter_error'"
+body_format_override:
+  json_format:
+    type: error
+    error: {type: api_error, message: "The gateway cannot check limits and budgets: its rate-limit service is unavailable."}
+"#;
+
 /// The service's refusal names what ran out (its message), in the API's envelope.
 const RATE_LIMITED_REPLY: &str = r#"
 filter:
@@ -562,6 +577,7 @@ pub fn replicas(base: &str) -> Result<String, String> {
             &["messages", "count_tokens", "passthrough"],
             &replica_descriptors(),
         )?
+        .first_local_reply_mapper(LIMITS_UNCHECKED_REPLY)?
         .first_local_reply_mapper(RATE_LIMITED_REPLY)?
         .add_cluster_yaml(RATELIMIT_CLUSTER)?;
     let [env, upstream] = VIRTUAL_KEYS_COMMENTS;
@@ -579,6 +595,10 @@ pub fn replicas(base: &str) -> Result<String, String> {
             Comment {
                 pattern: "**/local_reply_config/mappers/[0]",
                 text: "The rate-limit service's refusal names what ran out (its body), with retry-after.",
+            },
+            Comment {
+                pattern: "**/local_reply_config/mappers/[1]",
+                text: "Fail-closed and the service unreachable: a 503 that says so.",
             },
         ],
     )

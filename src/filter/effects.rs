@@ -66,6 +66,14 @@ impl ResponseHeaders {
     }
 }
 
+/// The response being encoded came from the upstream (not a local reply of Envoy's).
+pub fn from_upstream() -> bool {
+    host::property(&["response", "code_details"])
+        .ok()
+        .flatten()
+        .is_some_and(|d| d == b"via_upstream")
+}
+
 /// Learns from the response's status and rate-limit headers about key `k` of `p` (shared by
 /// every worker), counting a cooldown it starts.
 pub fn learn_key(stats: &Stats, p: &pool::Pool, k: usize, headers: &ResponseHeaders) {

@@ -1,9 +1,9 @@
 //! The rate-limit service's health, as the gateway sees it: Envoy's global rate-limit filter
 //! lets requests through when the service does not answer (fail-open, the default) or answers
-//! 503 (fail-closed), without a word in the log. One root context per process probes the
-//! service every `probe_seconds` with a `ShouldRateLimit` that counts nothing, keeps a gauge
-//! (`claude_gateway_global_limits_up`), counts failed probes, and logs while it is down, at
-//! most once a minute.
+//! 503 (fail-closed), without a word in the log. One root context per VM (each worker's)
+//! probes the service every `probe_seconds` with a `ShouldRateLimit` that counts nothing,
+//! sets a gauge (`claude_gateway_global_limits_up`), counts failed probes, and logs while it
+//! is down, at most once a minute.
 
 use super::stats::Stats;
 use crate::config::GlobalLimits;
@@ -62,11 +62,8 @@ impl Probe {
         self.in_flight = None;
         let up = status == 0;
         let was = self.up.replace(up);
-        if was != Some(up) {
-            // 0 or 1: moved by the difference.
-            let before = i64::from(was == Some(true));
-            stats.adjust(&metrics::global_limits_up(), i64::from(up) - before);
-        }
+        // Set, not moved: every worker's VM probes, and they agree on one value.
+        stats.record(&metrics::global_limits_up(), u64::from(up));
         if up {
             if was == Some(false) {
                 log::info!("global limits: the rate-limit service answers again");

@@ -17,7 +17,7 @@ impl Stats {
         self.adjust(metric, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 
-    /// Records a value in a histogram.
+    /// Records a value in a histogram, or sets a gauge to it.
     pub fn record(&self, metric: &Metric, value: u64) {
         if let Some(id) = self.id(metric) {
             if let Err(e) = host::record_metric(id, value) {

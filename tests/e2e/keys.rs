@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-const POOL_1: &str = "sk-ant-api03-pool-secret-one-7f3a9c";
-const POOL_2: &str = "sk-ant-api03-pool-secret-two-1d8e4b";
+pub(crate) const POOL_1: &str = "sk-ant-api03-pool-secret-one-7f3a9c";
+pub(crate) const POOL_2: &str = "sk-ant-api03-pool-secret-two-1d8e4b";
 const ALICE: &str = "vk-alice-secret-5e2f";
 const BOT: &str = "vk-bot-secret-9a1c";
 const HEAVY: &str = "vk-heavy-secret-3b7d";
@@ -98,27 +98,27 @@ pub(crate) fn body(model: &str, stream: bool) -> Vec<u8> {
         .into_bytes()
 }
 
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 }
 
 /// Posts a message on a fresh connection (so requests spread over both workers).
-fn post(gw: &Gateway, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub(crate) fn post(gw: &Gateway, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut req = crate::support::client()
         .post(gw.url("/v1/messages"))
         .header("connection", "close")
@@ -164,7 +164,7 @@ fn keys_seen(mock: &Mock) -> Vec<String> {
         .collect()
 }
 
-fn assert_refused(r: &Response, status: u16, kind: &str) {
+pub(crate) fn assert_refused(r: &Response, status: u16, kind: &str) {
     assert_eq!(r.status, status, "{}", r.body);
     assert_eq!(r.json()["type"], "error", "{}", r.body);
     assert_eq!(r.json()["error"]["type"], kind, "{}", r.body);

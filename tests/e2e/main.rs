@@ -20,6 +20,7 @@ mod deploy;
 mod faults;
 mod foundation;
 mod keys;
+mod replicas;
 mod routing;
 mod security;
 mod usage;

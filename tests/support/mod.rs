@@ -8,6 +8,7 @@ pub mod cache_sim;
 pub mod envoy;
 pub mod mock;
 pub mod ratelimit;
+pub mod replicas;
 pub mod vendors;
 
 use std::time::Duration;

@@ -37,7 +37,11 @@ impl Http {
         else {
             return;
         };
-        effects::learn_key(&self.stats, pool, k, headers);
+        // A 429 Envoy answered itself (its global rate-limit filter, after this one) says
+        // nothing about the key.
+        if effects::from_upstream() {
+            effects::learn_key(&self.stats, pool, k, headers);
+        }
         self.seen.key_alias = pool.keys.get(k).map(|key| key.alias.clone());
     }
 
