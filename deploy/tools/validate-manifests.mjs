@@ -1,4 +1,4 @@
-// Validates every manifest under deploy/ (istio/, envoy-gateway/) against the published schemas
+// Validates every manifest under deploy/ (istio/, envoy-gateway/, kubernetes/) against the published schemas
 // of its kind: Istio's CRDs (@kubernetes-models/istio), Envoy Gateway's and the Gateway API's,
 // and the Kubernetes core API (kubernetes-models). Then:
 //   - the stats tags in the Istio bootstrap override must equal envoy/envoy.yaml's;
@@ -10,6 +10,12 @@
 //     routes, clusters and hosts, every cluster the plugin configuration names is matched on
 //     the routing header, held requests get the 32 MiB buffer limit, and a filter that holds
 //     headers under Envoy Gateway is patched by an EnvoyPatchPolicy that finds it;
+//   - deploy/kubernetes/ (Envoy replicas, the rate-limit service, Redis) is a set of its own:
+//     Services select pods and name their ports, the Envoy bootstrap is in a mounted ConfigMap,
+//     its module is plugin.wasm of a mounted image volume, its listener a container port, its
+//     DNS clusters name Services (headless for STRICT_DNS), and the rate-limit service reads
+//     exactly the filter's plugin configuration and a Redis that is a Service; that bootstrap
+//     is written to target/manifests/ as it is;
 //   - every wasm filter configuration in the manifests is written into a copy of
 //     envoy/envoy.yaml under target/manifests/, which `make manifests` then runs through
 //     `envoy --mode validate` (Envoy's own proto check, and the filter's check of its plugin
@@ -32,6 +38,8 @@ import { Service } from "kubernetes-models/v1/Service";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { EnvoyFilter } from "@kubernetes-models/istio/networking.istio.io/v1alpha3/EnvoyFilter";
 import { ServiceEntry } from "@kubernetes-models/istio/networking.istio.io/v1/ServiceEntry";
 import { Gateway as IstioGateway } from "@kubernetes-models/istio/networking.istio.io/v1/Gateway";
@@ -48,12 +56,15 @@ import { Backend } from "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
 
 const MODELS = [
-  Namespace, Service, ServiceAccount, ConfigMap, Deployment,
+  Namespace, Service, ServiceAccount, ConfigMap, Deployment, StatefulSet, PodDisruptionBudget,
   EnvoyFilter, ServiceEntry, IstioGateway, DestinationRule, VirtualService, WasmPlugin,
   Telemetry, IstioOperator, EnvoyExtensionPolicy, EnvoyPatchPolicy, BackendTrafficPolicy,
   HTTPRouteFilter, Backend, HTTPRoute,
 ];
-const DIRS = ["deploy/istio", "deploy/envoy-gateway"];
+const DIRS = ["deploy/istio", "deploy/envoy-gateway", "deploy/kubernetes"];
+// Plain Kubernetes (Envoy Deployments of their own): a set of objects applied on its own.
+const KUBERNETES_DIR = "deploy/kubernetes";
+const inKubernetes = (e) => e.file.startsWith(KUBERNETES_DIR + "/");
 // Applied after the other files of their directory; their objects replace same-named ones.
 const VARIANT_FILES = ["deploy/istio/clouds.yaml", "deploy/envoy-gateway/patch-policy.yaml"];
 const WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -210,7 +221,7 @@ function extensionProblem(original, variant) {
 function worlds(entries) {
   const failures = [];
   const base = new Map();
-  for (const { file, doc } of entries.filter((e) => !VARIANT_FILES.includes(e.file))) {
+  for (const { file, doc } of entries.filter((e) => !VARIANT_FILES.includes(e.file) && !inKubernetes(e))) {
     const k = keyOf(doc);
     if (base.has(k)) failures.push(`${k} is defined in ${base.get(k).file} and ${file}`);
     else base.set(k, { file, doc });
@@ -542,6 +553,102 @@ function egProblems(docs, patched) {
   return out;
 }
 
+// ---- Kubernetes: Envoy replicas, the rate-limit service, Redis. ----
+
+const workloads = (docs) => docs.filter((d) => ["Deployment", "StatefulSet"].includes(d.kind));
+const containersOf = (w) => arr(w.spec?.template?.spec?.containers);
+const argAfter = (c, flag) => { const a = arr(c.args); const i = a.indexOf(flag); return i >= 0 ? a[i + 1] : undefined; };
+const selects = (selector, labels) => Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
+
+// The content a container sees at `file`: a ConfigMap key through one of its volume mounts.
+function mountedFile(docs, workload, container, file) {
+  for (const m of arr(container.volumeMounts)) {
+    const inside = m.subPath ? file === m.mountPath : file.startsWith(m.mountPath + "/");
+    if (!inside) continue;
+    const volume = arr(workload.spec.template.spec.volumes).find((v) => v.name === m.name);
+    const cm = docs.find((d) => d.kind === "ConfigMap" && ns(d) === ns(workload) && d.metadata.name === volume?.configMap?.name);
+    const keyName = m.subPath ?? file.slice(m.mountPath.length + 1);
+    return cm?.data?.[keyName];
+  }
+  return undefined;
+}
+
+// `<name>.<namespace>.svc.cluster.local:<port>`: the Service and its port, or why not.
+function serviceProblem(docs, host, port, headless) {
+  const m = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local$/.exec(host);
+  if (!m) return `${host} is not a Service's cluster name`;
+  const svc = docs.find((d) => d.kind === "Service" && d.metadata.name === m[1] && ns(d) === m[2]);
+  if (!svc) return `no Service ${m[2]}/${m[1]} for ${host}`;
+  if (!arr(svc.spec.ports).some((p) => p.port === port)) return `Service ${m[2]}/${m[1]} has no port ${port}`;
+  if (headless && svc.spec.clusterIP !== "None") return `Service ${m[2]}/${m[1]} must be headless (clusterIP: None) for a STRICT_DNS cluster`;
+  return null;
+}
+
+function kubernetesProblems(docs) {
+  const out = [];
+  for (const svc of docs.filter((d) => d.kind === "Service")) {
+    const pods = workloads(docs).filter((w) => ns(w) === ns(svc) && selects(svc.spec.selector, w.spec.template.metadata?.labels));
+    if (!pods.length) { out.push(`Service ${svc.metadata.name} selects no pods`); continue; }
+    for (const p of arr(svc.spec.ports)) {
+      if (typeof p.targetPort === "string" && !pods.some((w) => containersOf(w).some((c) => arr(c.ports).some((cp) => cp.name === p.targetPort))))
+        out.push(`Service ${svc.metadata.name}: no container port named ${p.targetPort}`);
+    }
+  }
+  const envoys = workloads(docs).flatMap((w) => containersOf(w).filter((c) => argAfter(c, "-c")).map((c) => ({ w, c })));
+  if (!envoys.length) out.push("no Envoy container (args -c <bootstrap>)");
+  const bootstraps = [];
+  for (const { w, c } of envoys) {
+    const text = mountedFile(docs, w, c, argAfter(c, "-c"));
+    if (!text) { out.push(`${w.metadata.name}: its bootstrap ${argAfter(c, "-c")} is in no ConfigMap it mounts`); continue; }
+    const bootstrap = YAML.parse(text);
+    bootstraps.push({ name: `kubernetes-${w.metadata.name}`, bootstrap });
+    const wasm = [];
+    const walk = (v) => {
+      if (v && typeof v === "object") {
+        if (v["@type"] === WASM_TYPE) wasm.push(v.config);
+        Object.values(v).forEach(walk);
+      }
+    };
+    walk(bootstrap);
+    if (!wasm.length) out.push(`${w.metadata.name}: the bootstrap has no wasm filter`);
+    const imageMounts = arr(c.volumeMounts).filter((m) => arr(w.spec.template.spec.volumes).find((v) => v.name === m.name)?.image);
+    for (const config of wasm) {
+      const file = config.vm_config?.code?.local?.filename ?? "";
+      if (!imageMounts.some((m) => file === `${m.mountPath}/plugin.wasm`)) out.push(`${w.metadata.name}: ${file} is not plugin.wasm of a mounted image volume`);
+      const keys = arr(config.vm_config?.environment_variables?.host_env_keys);
+      const fromEnv = new Set(arr(c.env).map((e) => e.name));
+      if (keys.some((k) => !fromEnv.has(k)) && !arr(c.envFrom).some((e) => e.secretRef?.name)) out.push(`${w.metadata.name}: ${keys.join(", ")} come from no env entry or Secret`);
+    }
+    const ports = arr(c.ports).map((p) => p.containerPort);
+    for (const l of arr(bootstrap.static_resources?.listeners)) {
+      const a = l.address?.socket_address;
+      if (a && (a.address !== "0.0.0.0" || !ports.includes(a.port_value))) out.push(`${w.metadata.name}: listener ${l.name} on ${a.address}:${a.port_value} is not a container port on every address`);
+    }
+    for (const cl of arr(bootstrap.static_resources?.clusters)) {
+      for (const e of arr(cl.load_assignment?.endpoints).flatMap((x) => arr(x.lb_endpoints))) {
+        const a = e.endpoint?.address?.socket_address;
+        if (a?.address?.endsWith(".svc.cluster.local")) {
+          const why = serviceProblem(docs, a.address, a.port_value, cl.type === "STRICT_DNS");
+          if (why) out.push(`${w.metadata.name}: cluster ${cl.name}: ${why}`);
+        }
+      }
+    }
+    // The rate-limit service counts what the filter's plugin configuration limits.
+    const filterConfig = pluginConfigOf(wasm[0] ?? {});
+    const services = workloads(docs).flatMap((x) => containersOf(x).filter((k) => argAfter(k, "--redis")).map((k) => ({ x, k })));
+    if (filterConfig.global_limits?.enabled && !services.length) out.push("global limits on, but no rate-limit service (args --redis)");
+    for (const { x, k } of services) {
+      const config = mountedFile(docs, x, k, argAfter(k, "--config"));
+      if (!config) out.push(`${x.metadata.name}: its --config is in no ConfigMap it mounts`);
+      else if (!isDeepStrictEqual(YAML.parse(config), filterConfig)) out.push(`${x.metadata.name}: its configuration is not the filter's plugin configuration`);
+      const url = /^redis:\/\/([^:/]+):(\d+)$/.exec(argAfter(k, "--redis") ?? "");
+      const why = url ? serviceProblem(docs, url[1], Number(url[2]), false) : "--redis is not redis://<host>:<port>";
+      if (why) out.push(`${x.metadata.name}: ${why}`);
+    }
+  }
+  return { problems: out, bootstraps };
+}
+
 // ---- Bootstraps for `envoy --mode validate`. ----
 
 // Istio's MERGE (pkg/proto/merge): messages merge, lists append, map entries and Any values
@@ -744,13 +851,15 @@ function writeBootstraps(items) {
 // The problems of every world (references, Istio, Envoy Gateway), each named by its world.
 function worldProblems(entries) {
   const { worlds: all, failures } = worlds(entries);
+  const k8s = kubernetesProblems(entries.filter(inKubernetes).map((e) => e.doc));
+  failures.push(...k8s.problems.map((p) => `[kubernetes] ${p}`));
   for (const w of all) {
     const docs = w.entries.map((e) => e.doc);
     const eg = patchedEgConfigs(docs, (f) => generatedConfig(f.wasm.config));
     const found = [...istioProblems(docs), ...eg.problems, ...egProblems(docs, eg.patched)];
     failures.push(...found.map((p) => `[${w.name}] ${p}`));
   }
-  return { worlds: all, failures: [...new Set(failures)] };
+  return { worlds: all, failures: [...new Set(failures)], kubernetes: k8s.bootstraps };
 }
 
 // ---- Negative checks: broken copies must be rejected. ----
@@ -781,7 +890,16 @@ const find = (entries, file, kind, name) => entries.find((e) => e.file === file 
   && (!name || e.doc.metadata.name === name))?.doc;
 const CLOUDS = "deploy/istio/clouds.yaml";
 const PATCHES = "deploy/envoy-gateway/patch-policy.yaml";
+const K8S = "deploy/kubernetes/replicas.yaml";
 const REFERENCE_BREAKS = [
+  ["the rate-limit service reading other limits than the filter", K8S, "ConfigMap",
+    (d) => { d.data["plugin-config.yaml"] = d.data["plugin-config.yaml"].replace("requests_per_minute: 30", "requests_per_minute: 31"); }, "claude-gateway-limits"],
+  ["the rate-limit Service not headless", K8S, "Service", (d) => { delete d.spec.clusterIP; }, "ratelimit"],
+  ["the filter's image mounted elsewhere", K8S, "Deployment",
+    (d) => { d.spec.template.spec.containers[0].volumeMounts[1].mountPath = "/wasm"; }, "claude-gateway"],
+  ["the service's Redis not a Service", K8S, "Deployment",
+    (d) => { const a = d.spec.template.spec.containers[0].args; a[a.indexOf("--redis") + 1] = "redis://cache.claude-gateway.svc.cluster.local:6379"; }, "ratelimit"],
+  ["a Service selecting no pods", K8S, "Service", (d) => { d.spec.selector = { app: "redis-old" }; }, "redis"],
   ["a cloud route gone from clouds.yaml's VirtualService", CLOUDS, "VirtualService",
     (d) => { d.spec.http = d.spec.http.filter((r) => r.name !== "vertex"); }],
   ["clouds.yaml's VirtualService without egress-routing.yaml's passthrough route", CLOUDS, "VirtualService",
@@ -875,6 +993,9 @@ function main() {
     + all.filter((d) => d.kind === "EnvoyExtensionPolicy").reduce((n, d) => n + arr(d.spec.wasm).length, 0);
   if (items.length !== expected || expected < 5) failures.push(`expected ${expected} wasm configurations (at least 5), found ${items.length}`);
   writeBootstraps(items);
+  // The Kubernetes manifests carry whole bootstraps: checked as they are.
+  for (const { name, bootstrap } of checked.kubernetes) fs.writeFileSync(path.join(OUT, `${name}.yaml`), YAML.stringify(bootstrap, { lineWidth: 0 }));
+  if (!checked.kubernetes.length) failures.push(`no bootstrap in ${KUBERNETES_DIR}`);
   failures.push(...selfCheck(entries));
   if (failures.length) {
     for (const f of failures) console.error(`INVALID: ${f}`);

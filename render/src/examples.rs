@@ -24,16 +24,18 @@ pub const EXAMPLES: &[(&str, Make)] = &[
     ("clouds-failover.yaml", clouds_failover),
 ];
 
-/// Every example as `(file name, text)`, from the text of `envoy/envoy.yaml`.
-pub fn all(base: &str) -> Result<Vec<(&'static str, String)>, String> {
-    EXAMPLES
-        .iter()
-        .map(|(name, make)| {
-            make(base)
-                .map(|text| (*name, text))
-                .map_err(|e| format!("{name}: {e}"))
-        })
-        .collect()
+/// Every generated file as `(path from the repository's root, text)`, from the text of
+/// `envoy/envoy.yaml`: the examples and the Kubernetes manifest made from one of them.
+pub fn all(base: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (name, make) in EXAMPLES {
+        let text = make(base).map_err(|e| format!("{name}: {e}"))?;
+        out.push((format!("envoy/examples/{name}"), text));
+    }
+    let text = crate::kubernetes::replicas(base)
+        .map_err(|e| format!("{}: {e}", crate::kubernetes::PATH))?;
+    out.push((crate::kubernetes::PATH.to_owned(), text));
+    Ok(out)
 }
 
 fn digest(key: &str) -> String {
@@ -560,14 +562,15 @@ typed_extension_protocol_options:
       http2_protocol_options: {}
 "#;
 
-fn replicas_config() -> String {
+pub fn replicas_config() -> String {
     format!(
         "{}global_limits: {{enabled: true, cluster: ratelimit}}\n",
         virtual_keys_config()
     )
 }
 
-pub fn replicas(base: &str) -> Result<String, String> {
+/// The replicas example: its bootstrap and the comments it is rendered with.
+pub fn replicas_bootstrap(base: &str) -> Result<(Bootstrap, Vec<Comment<'static>>), String> {
     let mut b = Bootstrap::parse(base)?;
     b.plugin_config_yaml(&replicas_config())?
         .host_env_keys(&["ANTHROPIC_KEY_1", "ANTHROPIC_KEY_2"])
@@ -581,9 +584,9 @@ pub fn replicas(base: &str) -> Result<String, String> {
         .first_local_reply_mapper(RATE_LIMITED_REPLY)?
         .add_cluster_yaml(RATELIMIT_CLUSTER)?;
     let [env, upstream] = VIRTUAL_KEYS_COMMENTS;
-    b.render(
-        REPLICAS,
-        &[
+    Ok((
+        b,
+        vec![
             env,
             upstream,
             Comment {
@@ -601,7 +604,12 @@ pub fn replicas(base: &str) -> Result<String, String> {
                 text: "Fail-closed and the service unreachable: a 503 that says so.",
             },
         ],
-    )
+    ))
+}
+
+pub fn replicas(base: &str) -> Result<String, String> {
+    let (b, comments) = replicas_bootstrap(base)?;
+    b.render(REPLICAS, &comments)
 }
 
 // --- the clouds -------------------------------------------------------------------------------
@@ -1068,8 +1076,8 @@ mod tests {
     #[test]
     fn every_example_renders_and_reads_back() {
         let all = all(BASE).unwrap();
-        assert_eq!(all.len(), EXAMPLES.len());
-        for (name, text) in all {
+        assert_eq!(all.len(), EXAMPLES.len() + 1);
+        for (name, text) in all.iter().filter(|(n, _)| n.starts_with("envoy/")) {
             assert!(text.starts_with("# Example: "), "{name}");
             let b = Bootstrap::parse(&text).unwrap();
             assert!(b.value().get("static_resources").is_some(), "{name}");

@@ -8,6 +8,7 @@
 
 mod emit;
 pub mod examples;
+pub mod kubernetes;
 
 pub use emit::Comment;
 

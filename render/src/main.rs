@@ -4,7 +4,8 @@
 //!                  [--admin <port>] [--plugin-config <file.json|file.yaml>] [--out <file>]
 //!     a shipped bootstrap with local values (`make run`, `make validate`, `make manifests`)
 //! render examples [--check]
-//!     writes every envoy/examples/*.yaml from envoy/envoy.yaml (`make examples`); with
+//!     writes every envoy/examples/*.yaml, and deploy/kubernetes/replicas.yaml, from
+//!     envoy/envoy.yaml (`make examples`); with
 //!     --check, writes nothing and fails naming the stale ones (`make lint`)
 
 use claude_gateway_render::{Bootstrap, Upstream, examples};
@@ -107,13 +108,12 @@ fn examples(args: &[String]) -> Result<ExitCode, String> {
         [flag] if flag == "--check" => true,
         _ => return Err(USAGE.to_owned()),
     };
-    let envoy = repo().join("envoy");
-    let base_path = envoy.join("envoy.yaml");
+    let base_path = repo().join("envoy/envoy.yaml");
     let base =
         std::fs::read_to_string(&base_path).map_err(|e| format!("{}: {e}", base_path.display()))?;
     let mut stale = Vec::new();
     for (name, text) in examples::all(&base)? {
-        let path = envoy.join("examples").join(name);
+        let path = repo().join(&name);
         if check {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
                 stale.push(name);
