@@ -42,14 +42,23 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def layer_tar(wasm: bytes) -> bytes:
+def tar_entry(name: str, mode: int, data: bytes = b"", directory: bool = False) -> tuple:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = mode, 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if directory:
+        info.type = tarfile.DIRTYPE
+        return info, None
+    info.size = len(data)
+    return info, io.BytesIO(data)
+
+
+def layer_tar(entries: list) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(FILE_NAME)
-        info.size, info.mode, info.mtime = len(wasm), 0o644, 0
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(wasm))
+        for info, data in entries:
+            tar.addfile(info, data)
     return out.getvalue()
 
 
@@ -63,19 +72,16 @@ def canonical(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def build(wasm_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
-    wasm = wasm_path.read_bytes()
-    if wasm[:4] != b"\0asm":
-        raise SystemExit(f"{wasm_path} is not a wasm module")
+def write_layout(layout: pathlib.Path, tar: bytes, platform: tuple, run: dict, title: str, tag: str) -> str:
+    """Writes a one-layer image layout; returns the manifest digest."""
     if layout.exists():
         shutil.rmtree(layout)
     (layout / "blobs" / "sha256").mkdir(parents=True)
-    tar = layer_tar(wasm)
     layer = {"mediaType": LAYER, **write_blob(layout, gzip.compress(tar, mtime=0))}
     config = {
-        "architecture": "wasm",
-        "os": "wasip1",
-        "config": {},
+        "architecture": platform[0],
+        "os": platform[1],
+        "config": run,
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(tar)}"]},
     }
     config_desc = {"mediaType": CONFIG, **write_blob(layout, canonical(config))}
@@ -84,7 +90,7 @@ def build(wasm_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
         "mediaType": MANIFEST,
         "config": config_desc,
         "layers": [layer],
-        "annotations": {"org.opencontainers.image.title": "claude_gateway"},
+        "annotations": {"org.opencontainers.image.title": title},
     }
     manifest_desc = {
         "mediaType": MANIFEST,
@@ -96,7 +102,16 @@ def build(wasm_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
              "manifests": [manifest_desc]}
     (layout / "index.json").write_bytes(canonical(index))
     print(f"image layout: {layout} (tag {tag})")
-    print(f"manifest digest: {manifest_desc['digest']}   (pin it: oci://<registry>/claude-gateway@{manifest_desc['digest']})")
+    return manifest_desc["digest"]
+
+
+def build(wasm_path: pathlib.Path, layout: pathlib.Path, tag: str) -> None:
+    wasm = wasm_path.read_bytes()
+    if wasm[:4] != b"\0asm":
+        raise SystemExit(f"{wasm_path} is not a wasm module")
+    tar = layer_tar([tar_entry(FILE_NAME, 0o644, wasm)])
+    digest = write_layout(layout, tar, ("wasm", "wasip1"), {}, "claude_gateway", tag)
+    print(f"manifest digest: {digest}   (pin it: oci://<registry>/claude-gateway@{digest})")
     print(f"plugin.wasm sha256: {sha256(wasm)}   ({len(wasm)} bytes)")
 
 
@@ -121,9 +136,9 @@ def blob(layout: pathlib.Path, desc: dict, media_type: str) -> bytes:
     return data
 
 
-def verify(wasm_path: pathlib.Path, layout: pathlib.Path) -> str:
-    """Checks the layout the way a registry client and Istio's fetcher read it; returns the
-    manifest digest."""
+def read_layout(layout: pathlib.Path) -> tuple:
+    """Reads a one-layer layout the way a registry client does: (manifest digest, image config,
+    the files of the layer as {name: (mode, content)})."""
     if json.loads((layout / "oci-layout").read_text()).get("imageLayoutVersion") != "1.0.0":
         raise Invalid("oci-layout: imageLayoutVersion is not 1.0.0")
     index = json.loads((layout / "index.json").read_text())
@@ -140,47 +155,60 @@ def verify(wasm_path: pathlib.Path, layout: pathlib.Path) -> str:
     layers = manifest.get("layers", [])
     if len(layers) != 1:
         raise Invalid(f"manifest: {len(layers)} layers, expected 1")
-    compressed = blob(layout, layers[0], LAYER)
-    tar = gzip.decompress(compressed)
+    tar = gzip.decompress(blob(layout, layers[0], LAYER))
     if config.get("rootfs", {}).get("diff_ids") != [f"sha256:{sha256(tar)}"]:
         raise Invalid("config: rootfs.diff_ids does not match the uncompressed layer")
+    files = {}
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-        names = archive.getnames()
-        if names != [FILE_NAME]:
-            raise Invalid(f"layer holds {names}, expected [{FILE_NAME!r}]")
-        member = archive.extractfile(FILE_NAME)
-        content = member.read() if member else b""
-    if content != wasm_path.read_bytes():
+        for m in archive.getmembers():
+            if not m.isdir():
+                member = archive.extractfile(m)
+                files[m.name] = (m.mode, member.read() if member else b"")
+    return desc["digest"], config, files
+
+
+def verify(wasm_path: pathlib.Path, layout: pathlib.Path) -> str:
+    """Checks the layout the way a registry client and Istio's fetcher read it; returns the
+    manifest digest."""
+    digest, _, files = read_layout(layout)
+    if list(files) != [FILE_NAME]:
+        raise Invalid(f"layer holds {list(files)}, expected [{FILE_NAME!r}]")
+    if files[FILE_NAME][1] != wasm_path.read_bytes():
         raise Invalid("plugin.wasm in the layer differs from the built module")
-    return desc["digest"]
+    return digest
+
+
+def must_fail(path: pathlib.Path, layout: pathlib.Path, digest: str, verify_fn) -> None:
+    """The check must be able to fail: damaged copies of the layout, and another file than the
+    built one, are rejected."""
+    manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
+    damages = {
+        "a flipped byte in the layer": lambda d: flip(d / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]),
+        "a wrong layer size": lambda d: resize(d, manifest),
+        "another build": None,
+    }
+    for name, damage in damages.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = pathlib.Path(tmp) / "layout"
+            shutil.copytree(layout, copy)
+            built = path
+            if damage is None:
+                built = pathlib.Path(tmp) / "other"
+                built.write_bytes(path.read_bytes() + b"\0")
+            else:
+                damage(copy)
+            try:
+                verify_fn(built, copy)
+            except Invalid as e:
+                print(f"  rejected as it should be ({name}): {e}")
+                continue
+            raise SystemExit(f"image check is broken: {name} was accepted")
 
 
 def check(wasm_path: pathlib.Path, layout: pathlib.Path) -> None:
     digest = verify(wasm_path, layout)
     print(f"image layout ok: {layout} {digest}")
-    # The check must be able to fail: damaged copies of the layout are rejected.
-    damages = {
-        "a flipped byte in the layer": lambda d, m: flip(d / "blobs" / "sha256" / m["layers"][0]["digest"][7:]),
-        "a wrong layer size": lambda d, m: resize(d, m),
-        "another module": lambda d, m: None,
-    }
-    manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
-    for name, damage in damages.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = pathlib.Path(tmp) / "layout"
-            shutil.copytree(layout, copy)
-            module = wasm_path
-            if name == "another module":
-                module = pathlib.Path(tmp) / "other.wasm"
-                module.write_bytes(wasm_path.read_bytes() + b"\0")
-            else:
-                damage(copy, manifest)
-            try:
-                verify(module, copy)
-            except Invalid as e:
-                print(f"  rejected as it should be ({name}): {e}")
-                continue
-            raise SystemExit(f"image check is broken: {name} was accepted")
+    must_fail(wasm_path, layout, digest, verify)
 
 
 def flip(path: pathlib.Path) -> None:
@@ -207,23 +235,6 @@ BINARY_CMD = ["--config", "/etc/claude-gateway/plugin-config.yaml", "--listen", 
 BINARY_USER = "65532:65532"
 
 
-def binary_tar(binary: bytes) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for directory in ("usr", "usr/local", "usr/local/bin"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info)
-        info = tarfile.TarInfo(BINARY_PATH)
-        info.size, info.mode, info.mtime = len(binary), 0o755, 0
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(binary))
-    return out.getvalue()
-
-
 def elf_is_static_x86_64(data: bytes) -> str:
     """Why `data` is not a static x86-64 Linux executable, or "" if it is one."""
     import struct
@@ -247,78 +258,28 @@ def build_binary(binary_path: pathlib.Path, layout: pathlib.Path, tag: str) -> N
     why = elf_is_static_x86_64(binary)
     if why:
         raise SystemExit(f"{binary_path}: {why}")
-    if layout.exists():
-        shutil.rmtree(layout)
-    (layout / "blobs" / "sha256").mkdir(parents=True)
-    tar = binary_tar(binary)
-    layer = {"mediaType": LAYER, **write_blob(layout, gzip.compress(tar, mtime=0))}
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "Entrypoint": ["/" + BINARY_PATH],
-            "Cmd": BINARY_CMD,
-            "User": BINARY_USER,
-            "ExposedPorts": {"8081/tcp": {}},
-        },
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(tar)}"]},
-    }
-    config_desc = {"mediaType": CONFIG, **write_blob(layout, canonical(config))}
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST,
-        "config": config_desc,
-        "layers": [layer],
-        "annotations": {"org.opencontainers.image.title": BINARY_NAME},
-    }
-    manifest_desc = {
-        "mediaType": MANIFEST,
-        **write_blob(layout, canonical(manifest)),
-        "annotations": {"org.opencontainers.image.ref.name": tag},
-    }
-    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": [manifest_desc]}
-    (layout / "index.json").write_bytes(canonical(index))
-    print(f"image layout: {layout} (tag {tag})")
-    print(f"manifest digest: {manifest_desc['digest']}   (pin it: <registry>/{BINARY_NAME}@{manifest_desc['digest']})")
+    dirs = [tar_entry(d, 0o755, directory=True) for d in ("usr", "usr/local", "usr/local/bin")]
+    tar = layer_tar(dirs + [tar_entry(BINARY_PATH, 0o755, binary)])
+    run = {"Entrypoint": ["/" + BINARY_PATH], "Cmd": BINARY_CMD, "User": BINARY_USER,
+           "ExposedPorts": {"8081/tcp": {}}}
+    digest = write_layout(layout, tar, ("amd64", "linux"), run, BINARY_NAME, tag)
+    print(f"manifest digest: {digest}   (pin it: <registry>/{BINARY_NAME}@{digest})")
     print(f"{BINARY_NAME} sha256: {sha256(binary)}   ({len(binary)} bytes, static)")
 
 
 def verify_binary(binary_path: pathlib.Path, layout: pathlib.Path, run: bool = False) -> str:
     """Checks the layout as a container runtime reads it; returns the manifest digest. With
     `run`, also runs the binary taken out of the layer."""
-    if json.loads((layout / "oci-layout").read_text()).get("imageLayoutVersion") != "1.0.0":
-        raise Invalid("oci-layout: imageLayoutVersion is not 1.0.0")
-    index = json.loads((layout / "index.json").read_text())
-    manifests = index.get("manifests", [])
-    if index.get("schemaVersion") != 2 or len(manifests) != 1:
-        raise Invalid("index.json: expected schemaVersion 2 and one manifest")
-    desc = manifests[0]
-    if not desc.get("annotations", {}).get("org.opencontainers.image.ref.name"):
-        raise Invalid("index.json: the manifest has no tag (org.opencontainers.image.ref.name)")
-    manifest = json.loads(blob(layout, desc, MANIFEST))
-    if manifest.get("schemaVersion") != 2 or manifest.get("mediaType") != MANIFEST:
-        raise Invalid("manifest: schemaVersion/mediaType")
-    config = json.loads(blob(layout, manifest["config"], CONFIG))
+    digest, config, files = read_layout(layout)
     if (config.get("architecture"), config.get("os")) != ("amd64", "linux"):
         raise Invalid(f"config: platform {config.get('architecture')}/{config.get('os')}")
     if config.get("config", {}).get("Entrypoint") != ["/" + BINARY_PATH]:
         raise Invalid(f"config: entrypoint {config.get('config', {}).get('Entrypoint')}")
-    layers = manifest.get("layers", [])
-    if len(layers) != 1:
-        raise Invalid(f"manifest: {len(layers)} layers, expected 1")
-    tar = gzip.decompress(blob(layout, layers[0], LAYER))
-    if config.get("rootfs", {}).get("diff_ids") != [f"sha256:{sha256(tar)}"]:
-        raise Invalid("config: rootfs.diff_ids does not match the uncompressed layer")
-    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-        files = [m for m in archive.getmembers() if not m.isdir()]
-        if [m.name for m in files] != [BINARY_PATH]:
-            raise Invalid(f"layer holds {[m.name for m in files]}, expected [{BINARY_PATH!r}]")
-        if files[0].mode & 0o111 != 0o111:
-            raise Invalid(f"{BINARY_PATH} is not executable (mode {files[0].mode:o})")
-        member = archive.extractfile(files[0])
-        content = member.read() if member else b""
+    if list(files) != [BINARY_PATH]:
+        raise Invalid(f"layer holds {list(files)}, expected [{BINARY_PATH!r}]")
+    mode, content = files[BINARY_PATH]
+    if mode & 0o111 != 0o111:
+        raise Invalid(f"{BINARY_PATH} is not executable (mode {mode:o})")
     if content != binary_path.read_bytes():
         raise Invalid(f"{BINARY_PATH} in the layer differs from the built binary")
     why = elf_is_static_x86_64(content)
@@ -335,34 +296,13 @@ def verify_binary(binary_path: pathlib.Path, layout: pathlib.Path, run: bool = F
             done = subprocess.run([str(exe), "--help"], env={}, capture_output=True, timeout=30)
             if done.returncode != 0 or b"--config" not in done.stderr:
                 raise Invalid(f"the binary from the layer does not run: {done.returncode} {done.stderr[:200]!r}")
-    return desc["digest"]
+    return digest
 
 
 def check_binary(binary_path: pathlib.Path, layout: pathlib.Path) -> None:
     digest = verify_binary(binary_path, layout, run=True)
     print(f"image layout ok: {layout} {digest}; the binary from its layer runs")
-    manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
-    damages = {
-        "a flipped byte in the layer": lambda d: flip(d / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]),
-        "a wrong layer size": lambda d: resize(d, manifest),
-        "another binary": None,
-    }
-    for name, damage in damages.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = pathlib.Path(tmp) / "layout"
-            shutil.copytree(layout, copy)
-            binary = binary_path
-            if damage is None:
-                binary = pathlib.Path(tmp) / "other"
-                binary.write_bytes(binary_path.read_bytes() + b"\0")
-            else:
-                damage(copy)
-            try:
-                verify_binary(binary, copy)
-            except Invalid as e:
-                print(f"  rejected as it should be ({name}): {e}")
-                continue
-            raise SystemExit(f"image check is broken: {name} was accepted")
+    must_fail(binary_path, layout, digest, verify_binary)
 
 
 def main(argv: list) -> int:

@@ -494,23 +494,22 @@ fn replica_descriptors() -> String {
             "claude_gateway_cost_micro_usd",
         ),
     ];
-    for (who, kind, window, _) in &limits {
+    let actions = |(who, kind, window, _): &(String, String, Option<String>, &str)| {
         let window = window
             .as_ref()
             .map(|w| format!(", {w}"))
             .unwrap_or_default();
-        out.push_str(&format!(
-            "- actions: [{who}, {kind}{window}]\n  hits_addend: {{number: 0}}\n"
-        ));
+        format!("- actions: [{who}, {kind}{window}]\n")
+    };
+    for limit in &limits {
+        out.push_str(&actions(limit));
+        out.push_str("  hits_addend: {number: 0}\n");
     }
-    for (who, kind, window, charged) in &limits {
-        let window = window
-            .as_ref()
-            .map(|w| format!(", {w}"))
-            .unwrap_or_default();
+    for limit in &limits {
+        out.push_str(&actions(limit));
         out.push_str(&format!(
-            "- actions: [{who}, {kind}{window}]\n  hits_addend: {}\n  apply_on_stream_done: true\n",
-            state(charged)
+            "  hits_addend: {}\n  apply_on_stream_done: true\n",
+            state(limit.3)
         ));
     }
     out
@@ -1079,7 +1078,7 @@ mod tests {
         assert_eq!(all.len(), EXAMPLES.len() + 1);
         for (name, text) in all.iter().filter(|(n, _)| n.starts_with("envoy/")) {
             assert!(text.starts_with("# Example: "), "{name}");
-            let b = Bootstrap::parse(&text).unwrap();
+            let b = Bootstrap::parse(text).unwrap();
             assert!(b.value().get("static_resources").is_some(), "{name}");
         }
     }
