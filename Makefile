@@ -204,7 +204,8 @@ bench: build venv ## benchmarks: the core (native, V8) and the gateway next to b
 		| tee target/bench/core-v8.txt
 	@echo "== the gateway next to bare Envoy (same Envoy, same upstream, same run)"
 	cargo build --release --target $(WASM_TARGET) --manifest-path benches/floor/Cargo.toml --target-dir target/floor
-	cargo bench --bench gateway
+	$(RATELIMIT_RELEASE) cargo build --release -p claude_gateway_ratelimit
+	RATELIMIT_BIN=$(abspath $(CARGO_OUT))/release/claude-gateway-ratelimit cargo bench --bench gateway
 	$(PYTHON) benches/summary.py target/bench
 
 FUZZ_SECONDS ?= 60

@@ -1,6 +1,7 @@
 //! The gateway next to bare Envoy, in one run: Envoy CPU time per request and client latency
 //! (bare Envoy, the filter with everything off, the filter with everything on), streaming time to
-//! first byte and per-event delay, throughput at concurrency 16, and the VM's memory. One Envoy
+//! first byte and per-event delay, throughput at concurrency 16, the VM's memory, and limits
+//! across replicas (the rate-limit service and Redis) next to the gateway's own. One Envoy
 //! serves all three modes on three listeners in front of the same upstream, and the modes take
 //! turns in batches so drift cancels. CPU comes from the process's own accounting
 //! (`/proc/<pid>/task/*/schedstat`, nanoseconds). `make bench` runs it and
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use support::bodies;
 use support::bootstrap::Bootstrap;
 use support::envoy::{Gateway, Run, pin_current_thread};
+use support::replicas::{RateLimitServer, Redis};
 
 /// An upstream that buffers the request and answers at once with a message and its usage.
 const UPSTREAM: &str = r#"
@@ -573,6 +575,106 @@ fn memory(upstream: u16, cpus: Vec<usize>) -> Value {
     })
 }
 
+/// Limits across replicas: one consumer with every limit and a budget, counted by the gateway
+/// alone ("local": virtual-keys.yaml) or by the rate-limit service over Redis ("global":
+/// replicas.yaml, a check on the request path and a charge at stream end). Envoy CPU per
+/// request, the service's and Redis's, and client latency; the two Envoys take turns in batches.
+fn global_limits(upstream: u16, gateway_cpu: Vec<usize>) -> Value {
+    let config = |global: bool| {
+        let mut c: Value = serde_json::from_str(&on_config()).unwrap();
+        c["consumers"][0]["limits"] = json!({"requests_per_minute": 1_000_000_000u64,
+            "input_tokens_per_minute": 1_000_000_000u64, "output_tokens_per_minute": 1_000_000_000u64});
+        c["budgets"] = json!({"bench": {"daily_usd": 100_000, "monthly_usd": 900_000}});
+        if global {
+            c["global_limits"] = json!({"enabled": true, "cluster": "ratelimit"});
+        }
+        c.to_string()
+    };
+    let redis = Redis::start();
+    let service = RateLimitServer::start(&config(true), &redis);
+    let mut local =
+        support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
+    local.plugin_config(&config(false));
+    let mut global = support::envoy::shipped(
+        "examples/replicas.yaml",
+        &[("anthropic", &[upstream]), ("ratelimit", &[service.port])],
+    );
+    global.plugin_config(&config(true));
+    let gws = [
+        Gateway::start_with(local, &run(1, gateway_cpu.clone())),
+        Gateway::start_with(global, &run(1, gateway_cpu)),
+    ];
+    let body = bodies::claude_code("claude-opus-4-8", false, 0);
+    let mut conns = gws.each_ref().map(|g| Conn::new(g.port, &body));
+    for c in &mut conns {
+        for _ in 0..200 {
+            c.send();
+        }
+    }
+    let (batch, rounds) = (200, 10);
+    let mut cpu = [Samples::default(), Samples::default()];
+    let mut latency = [Samples::default(), Samples::default()];
+    let (mut service_ns, mut redis_ns) = (0, 0);
+    let redis_pid = redis.pid().unwrap();
+    for round in 0..rounds {
+        for k in [round % 2, (round + 1) % 2] {
+            let before = gws[k].cpu_nanos();
+            let others = (
+                support::envoy::cpu_nanos(service.pid()),
+                support::envoy::cpu_nanos(redis_pid),
+            );
+            for _ in 0..batch {
+                latency[k].push(conns[k].send().as_secs_f64() * 1e3);
+            }
+            cpu[k].push((gws[k].cpu_nanos() - before) as f64 / batch as f64 / 1e3);
+            if k == 1 {
+                service_ns += support::envoy::cpu_nanos(service.pid()) - others.0;
+                redis_ns += support::envoy::cpu_nanos(redis_pid) - others.1;
+            }
+        }
+    }
+    let requests = (batch * rounds) as f64;
+    let [l, g] = [0, 1].map(|k| {
+        (
+            cpu[k].percentile(0.5),
+            latency[k].percentile(0.5),
+            latency[k].percentile(0.99),
+        )
+    });
+    let (service_us, redis_us) = (
+        service_ns as f64 / requests / 1e3,
+        redis_ns as f64 / requests / 1e3,
+    );
+    println!(
+        "global limits ({} requests each, {} KiB): Envoy CPU local {:.0} µs, global {:.0} µs; \
+         the service {service_us:.0} µs and Redis {redis_us:.0} µs per request; latency p50/p99 \
+         local {:.2}/{:.2} ms, global {:.2}/{:.2} ms (added {:+.2}/{:+.2})",
+        requests,
+        body.len() >> 10,
+        l.0,
+        g.0,
+        l.1,
+        l.2,
+        g.1,
+        g.2,
+        g.1 - l.1,
+        g.2 - l.2
+    );
+    for gw in &gws {
+        gw.assert_healthy();
+    }
+    assert!(
+        redis.counted("consumer=bench/requests") > 0,
+        "the service counted nothing"
+    );
+    json!({
+        "requests_per_mode": requests, "body_bytes": body.len(),
+        "local_cpu_us": l.0, "global_cpu_us": g.0, "service_cpu_us": service_us, "redis_cpu_us": redis_us,
+        "local_p50_ms": l.1, "local_p99_ms": l.2, "global_p50_ms": g.1, "global_p99_ms": g.2,
+        "added_p50_ms": g.1 - l.1, "added_p99_ms": g.2 - l.2,
+    })
+}
+
 fn main() {
     // The measured Envoy gets CPU 0 to itself (one worker); the upstream and this client share
     // CPU 1, so they never preempt the process being measured.
@@ -600,12 +702,13 @@ fn main() {
     gw.assert_healthy();
     drop(gw);
     let streaming = streaming(gateway_cpu.clone(), &other_cpu);
-    let memory = memory(upstream.port, gateway_cpu);
+    let memory = memory(upstream.port, gateway_cpu.clone());
     let throughput = throughput(upstream.port);
+    let global_limits = global_limits(upstream.port, gateway_cpu);
     let out = support::envoy::repo().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let report =
-        json!({"cpu": cpu, "streaming": streaming, "throughput": throughput, "memory": memory});
+    let report = json!({"cpu": cpu, "streaming": streaming, "throughput": throughput, "memory": memory,
+            "global_limits": global_limits});
     std::fs::write(
         out.join("gateway.json"),
         serde_json::to_string_pretty(&report).unwrap(),

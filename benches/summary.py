@@ -77,6 +77,13 @@ def main(d: Path):
     print(f"VM memory: {mib(m['vm_memory_after_100']):.1f} MiB after 100 requests, {mib(m['vm_memory_after_10000']):.1f} MiB "
           f"after 10,000 ({m['ratio']:.2f}x); heap {mib(m['heap_after_100']):.2f} -> {mib(m['heap_after_10000']):.2f} MiB; "
           f"peak heap of one 5 MiB request {mib(m['peak_heap_5mib_request']):.1f} MiB")
+    if "global_limits" in gw:
+        l = gw["global_limits"]
+        print(f"limits across replicas ({l['requests_per_mode']:.0f} requests each, {l['body_bytes'] >> 10} KiB): Envoy CPU/request "
+              f"local {l['local_cpu_us']:.0f} µs, global {l['global_cpu_us']:.0f} µs ({l['global_cpu_us'] / l['local_cpu_us']:.2f}x), "
+              f"plus the rate-limit service {l['service_cpu_us']:.0f} µs and Redis {l['redis_cpu_us']:.0f} µs; latency p50 "
+              f"{l['local_p50_ms']:.2f} -> {l['global_p50_ms']:.2f} ms ({l['added_p50_ms']:+.2f}), p99 {l['local_p99_ms']:.2f} -> "
+              f"{l['global_p99_ms']:.2f} ms ({l['added_p99_ms']:+.2f})")
     print("\ntargets:")
     results = []
     for what, value, limit, lower in TARGETS:

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use futures_util::future::try_join_all;
 use limitador::AsyncRateLimiter;
 use limitador::counter::Counter;
 use limitador::limit::Namespace;
@@ -188,7 +189,8 @@ impl Service {
         Ok(self.respond(&items, &outcomes))
     }
 
-    /// Charges and refunds, then checks, then (when no check is over) counts.
+    /// Charges and refunds, then checks, then (when no check is over) counts; within each step
+    /// every counter is asked at once (one Redis round trip's wait, not one per descriptor).
     async fn run(
         &self,
         limiter: &AsyncRateLimiter,
@@ -197,37 +199,58 @@ impl Service {
         let now = (self.clock)();
         let mut outcomes = vec![Outcome::default(); items.len()];
         let storage = |e: limitador::errors::LimitadorError| e.to_string();
-        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
-            let delta = match (&item.parsed, &item.action) {
-                (Some(_), Action::Charge(n)) => *n,
-                (Some(_), Action::Refund(n)) => -*n,
-                _ => continue,
+        let charges = items.iter().enumerate().filter_map(|(i, item)| {
+            let (p, _) = item.parsed.as_ref()?;
+            let delta = match item.action {
+                Action::Charge(n) => n,
+                Action::Refund(n) => -n,
+                _ => return None,
             };
-            if let Some((p, _)) = &item.parsed {
-                let (ns, values) = self.counter(p);
-                limiter
-                    .update_counters(&ns, &values, delta)
-                    .await
-                    .map_err(storage)?;
-                out.reset_ms = p.window.as_ref().map(|w| w.1.saturating_sub(now));
+            let (ns, values) = self.counter(p);
+            Some(async move {
+                limiter.update_counters(&ns, &values, delta).await?;
+                Ok((i, p.window.as_ref().map(|w| w.1.saturating_sub(now))))
+            })
+        });
+        for (i, reset_ms) in try_join_all(charges).await.map_err(storage)? {
+            if let Some(out) = outcomes.get_mut(i) {
+                out.reset_ms = reset_ms;
             }
         }
+        let checks = items.iter().enumerate().filter_map(|(i, item)| {
+            let (p, _) = item.parsed.as_ref()?;
+            matches!(item.action, Action::Check).then(|| async move {
+                Ok::<_, limitador::errors::LimitadorError>((
+                    i,
+                    self.check(limiter, p, 1, now).await?,
+                ))
+            })
+        });
         let mut refused = false;
-        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
-            if let (Some((p, _)), Action::Check) = (&item.parsed, &item.action) {
-                *out = self.check(limiter, p, 1, now).await.map_err(storage)?;
-                refused |= out.over;
+        for (i, out) in try_join_all(checks).await.map_err(storage)? {
+            refused |= out.over;
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = out;
             }
         }
-        for (item, out) in items.iter().zip(outcomes.iter_mut()) {
-            if let (Some((p, _)), Action::Count(n)) = (&item.parsed, &item.action) {
-                *out = if refused {
+        let counts = items.iter().enumerate().filter_map(|(i, item)| {
+            let (p, _) = item.parsed.as_ref()?;
+            let Action::Count(n) = item.action else {
+                return None;
+            };
+            Some(async move {
+                let out = if refused {
                     // The call is refused anyway: where this counter stands, nothing counted.
-                    self.check(limiter, p, *n, now).await
+                    self.check(limiter, p, n, now).await?
                 } else {
-                    self.count(limiter, p, *n, now).await
-                }
-                .map_err(storage)?;
+                    self.count(limiter, p, n, now).await?
+                };
+                Ok::<_, limitador::errors::LimitadorError>((i, out))
+            })
+        });
+        for (i, out) in try_join_all(counts).await.map_err(storage)? {
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = out;
             }
         }
         Ok(outcomes)

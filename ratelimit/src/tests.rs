@@ -525,7 +525,7 @@ async fn refusals_read_as_the_filters_own() {
     }
     let filter = admit("alice").unwrap_err();
     let service = call(&s, vec![requests("alice")]).await;
-    assert_eq!(service.raw_body, filter.body());
+    assert_eq!(service.raw_body, filter.message.as_bytes());
     assert_eq!(header(&service, LIMIT_HEADER), Some(filter.reason()));
     // Output tokens, then a daily budget (bob's cost center has no per-minute limits).
     let store = MapStore::default();
@@ -543,7 +543,7 @@ async fn refusals_read_as_the_filters_own() {
     )
     .unwrap_err();
     let service = call(&s, vec![tokens("alice", "output_tokens", 0)]).await;
-    assert_eq!(service.raw_body, filter.body());
+    assert_eq!(service.raw_body, filter.message.as_bytes());
     assert_eq!(header(&service, LIMIT_HEADER), Some(filter.reason()));
     access::settle(&config, find("bob"), 0, 0, 1_500_000, &store, NOW);
     call(&s, vec![usd("eng", "usd_day", "2026-11-21", 1_500_000)]).await;
@@ -558,7 +558,7 @@ async fn refusals_read_as_the_filters_own() {
     )
     .unwrap_err();
     let service = call(&s, vec![usd("eng", "usd_day", "2026-11-21", 0)]).await;
-    assert_eq!(service.raw_body, filter.body());
+    assert_eq!(service.raw_body, filter.message.as_bytes());
     assert_eq!(
         String::from_utf8_lossy(&filter.body()),
         r#"{"type":"error","error":{"type":"rate_limit_error","message":"The daily budget of cost center `eng` ($1.50) is spent; it renews at 2026-11-22T00:00:00.000Z."}}"#

@@ -137,6 +137,17 @@ pub fn shipped(file: &str, clusters: &[(&str, &[u16])]) -> Bootstrap {
     b
 }
 
+/// CPU time process `pid` has used, in nanoseconds (sum over its threads).
+pub fn cpu_nanos(pid: u32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 pub struct Gateway {
     child: Child,
     dir: PathBuf,
@@ -266,14 +277,7 @@ impl Gateway {
 
     /// CPU time the Envoy process has used, in nanoseconds (sum over its threads).
     pub fn cpu_nanos(&self) -> u64 {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        fs::read_dir(tasks)
-            .map(|dir| {
-                dir.filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0)
+        cpu_nanos(self.child.id())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -51,6 +51,10 @@ impl Redis {
         r
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.0.id())
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -129,8 +133,12 @@ impl Redis {
     }
 }
 
-/// The rate-limit service's binary (a debug build: `make e2e` builds it).
+/// The rate-limit service's binary: `RATELIMIT_BIN` (`make bench`: the release build), else
+/// the debug build (`make e2e` builds it).
 pub fn ratelimit_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RATELIMIT_BIN") {
+        return PathBuf::from(bin);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"));
@@ -175,6 +183,10 @@ impl RateLimitServer {
         };
         server.wait_log(": up");
         server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 
     pub fn log(&self) -> String {
