@@ -189,6 +189,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         upstream_host: f.upstream_host.clone(),
         attempts: f.attempts,
         virtual_key: f.consumer.map(|c| c.id.clone()),
+        consumer_group: f.consumer.and_then(|c| c.group.clone()),
         cost_center: cost_center.map(str::to_owned),
         key_alias: f.key_alias.map(str::to_owned),
         error_type,

@@ -64,6 +64,8 @@ pub struct Record {
     pub upstream_host: Option<String>,
     pub attempts: Option<u64>,
     pub virtual_key: Option<String>,
+    /// The group rule a token's consumer was admitted by (identity `jwt`).
+    pub consumer_group: Option<String>,
     pub cost_center: Option<String>,
     pub key_alias: Option<String>,
     #[serde(rename = "error.type")]

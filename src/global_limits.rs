@@ -78,6 +78,8 @@ mod tests {
             routes: Vec::new(),
             models: Vec::new(),
             limits: Limits::default(),
+            budget: Default::default(),
+            group: None,
         };
         // 2026-12-31T23:59:59.999Z
         let state = admission(&c, 1_798_761_599_999);

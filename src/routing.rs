@@ -50,6 +50,8 @@ pub struct Route {
     pub auth: Auth,
     /// Clients present gateway-issued (virtual) keys; the upstream key comes from the pool.
     pub virtual_keys: bool,
+    /// Verified tokens (Envoy's `jwt_authn`) name the caller; virtual keys are accepted too.
+    pub jwt: bool,
     /// The key pool whose keys this route's requests use.
     pub key_pool: Option<String>,
     /// Prepended to the path (`/anthropic` -> `/anthropic/v1/messages`); the query is kept.
@@ -94,6 +96,7 @@ impl Route {
             model_rewrite: None,
             auth: Auth::Passthrough,
             virtual_keys: false,
+            jwt: false,
             key_pool: None,
             path_prefix: None,
             cache: true,

@@ -158,11 +158,14 @@ pub fn limit_of(config: &Config, subject: &Subject, kind: Kind) -> Option<u64> {
     }
 }
 
-/// A consumer's own spend budget. The configuration has none today (budgets are per cost
-/// center), so a consumer's `usd_day`/`usd_month` descriptors are never over; the change that
-/// adds per-developer budgets to the configuration reads them here.
-fn consumer_budget(_config: &Config, _consumer: &str, _period: Period) -> Option<u64> {
-    None
+/// A consumer's own spend budget (`consumers[].budget`). A token's consumer (identity `jwt`)
+/// is not in the configuration: its group's budget is not enforced across replicas yet.
+fn consumer_budget(config: &Config, consumer: &str, period: Period) -> Option<u64> {
+    let b = config.consumers.iter().find(|c| c.id == consumer)?.budget;
+    match period {
+        Period::Day => b.daily,
+        Period::Month => b.monthly,
+    }
 }
 
 /// The configured limits, by subject and kind.

@@ -681,3 +681,31 @@ fn windows_end_at_midnight_utc() {
         assert_eq!(month_end(bad), None, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_consumers_own_budget_is_counted_apart_from_its_cost_center() {
+    let config = CONFIG.replace(
+        "  cost_center: eng\n",
+        "  cost_center: eng\n  budget: {daily_usd: 0.5}\n",
+    );
+    let s = service_with(&config, 60);
+    let bob = |hits| {
+        d(
+            &[
+                ("consumer", "bob"),
+                ("kind", "usd_day"),
+                ("window", "2026-11-21"),
+            ],
+            Some(hits),
+        )
+    };
+    call(&s, vec![bob(500_000)]).await;
+    let r = call(&s, vec![usd("eng", "usd_day", "2026-11-21", 0), bob(0)]).await;
+    assert_eq!(codes(&r), [OK, OVER]);
+    assert_eq!(header(&r, LIMIT_HEADER), Some("consumer_budget_daily"));
+    assert!(
+        message(&r).starts_with("The daily budget of consumer `bob` ($0.50) is spent"),
+        "{}",
+        message(&r)
+    );
+}

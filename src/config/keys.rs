@@ -4,8 +4,9 @@
 //! SHA-256 digests.
 
 use super::{Amount, ConfigError, error, pattern, validate_env_name, validate_label};
+use crate::keys::jwt::{GroupRule, Jwt};
 use crate::keys::pool::{Pool, PoolKey};
-use crate::keys::{Consumer, Limits};
+use crate::keys::{Consumer, ConsumerBudget, Limits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -17,6 +18,9 @@ pub(super) enum IdentityName {
     Passthrough,
     /// Clients present gateway-issued keys; upstream keys come from a pool.
     Virtual,
+    /// Clients present a token of the company's identity provider, verified by Envoy's
+    /// `jwt_authn`; virtual keys are accepted too; upstream keys come from a pool.
+    Jwt,
 }
 
 #[derive(Deserialize, Debug)]
@@ -62,6 +66,46 @@ pub(super) struct RawConsumer {
     models: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
+    /// The consumer's own spend budget.
+    #[serde(default)]
+    budget: RawBudget,
+}
+
+/// `jwt`: where a verified token's claims are, and the group rules that make consumers.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawJwt {
+    metadata_key: String,
+    consumer_claim: String,
+    groups_claim: String,
+    groups: Vec<RawGroupRule>,
+}
+
+impl Default for RawJwt {
+    fn default() -> Self {
+        RawJwt {
+            metadata_key: "jwt_payload".to_owned(),
+            consumer_claim: "sub".to_owned(),
+            groups_claim: "groups".to_owned(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroupRule {
+    group: String,
+    cost_center: Option<String>,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    /// Each member's own spend budget.
+    #[serde(default)]
+    budget: RawBudget,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -161,37 +205,136 @@ pub(super) fn compile_consumers(
                 "needs at least one key digest",
             ));
         }
-        if let Some(cc) = &c.cost_center {
-            validate_label(&format!("{path}.cost_center"), cc)?;
-        }
-        for (j, r) in c.routes.iter().enumerate() {
-            if !route_names.contains(r) {
-                return Err(error(
-                    &format!("{path}.routes[{j}]"),
-                    format!("no route named `{r}`"),
-                ));
-            }
-        }
-        let models = c
-            .models
-            .iter()
-            .enumerate()
-            .map(|(j, m)| pattern(&format!("{path}.models[{j}]"), m))
-            .collect::<Result<_, _>>()?;
         consumers.push(Consumer {
             id: c.id.clone(),
             digests,
-            cost_center: c.cost_center.clone(),
-            routes: c.routes.clone(),
-            models,
-            limits: Limits {
-                requests_per_minute: c.limits.requests_per_minute,
-                input_tokens_per_minute: c.limits.input_tokens_per_minute,
-                output_tokens_per_minute: c.limits.output_tokens_per_minute,
-            },
+            ..policy(
+                &path,
+                Policy {
+                    cost_center: &c.cost_center,
+                    routes: &c.routes,
+                    models: &c.models,
+                    limits: &c.limits,
+                    budget: &c.budget,
+                },
+                route_names,
+            )?
         });
     }
     Ok(consumers)
+}
+
+/// What a consumer or a group rule may do.
+struct Policy<'a> {
+    cost_center: &'a Option<String>,
+    routes: &'a [String],
+    models: &'a [String],
+    limits: &'a RawLimits,
+    budget: &'a RawBudget,
+}
+
+/// A consumer without id or keys: the policy at `path`.
+fn policy(path: &str, p: Policy<'_>, route_names: &[String]) -> Result<Consumer, ConfigError> {
+    if let Some(cc) = p.cost_center {
+        validate_label(&format!("{path}.cost_center"), cc)?;
+    }
+    for (j, r) in p.routes.iter().enumerate() {
+        if !route_names.contains(r) {
+            return Err(error(
+                &format!("{path}.routes[{j}]"),
+                format!("no route named `{r}`"),
+            ));
+        }
+    }
+    let models = p
+        .models
+        .iter()
+        .enumerate()
+        .map(|(j, m)| pattern(&format!("{path}.models[{j}]"), m))
+        .collect::<Result<_, _>>()?;
+    Ok(Consumer {
+        id: String::new(),
+        digests: Vec::new(),
+        cost_center: p.cost_center.clone(),
+        routes: p.routes.to_vec(),
+        models,
+        limits: Limits {
+            requests_per_minute: p.limits.requests_per_minute,
+            input_tokens_per_minute: p.limits.input_tokens_per_minute,
+            output_tokens_per_minute: p.limits.output_tokens_per_minute,
+        },
+        budget: ConsumerBudget {
+            daily: usd(&format!("{path}.budget.daily_usd"), p.budget.daily_usd)?,
+            monthly: usd(&format!("{path}.budget.monthly_usd"), p.budget.monthly_usd)?,
+        },
+        group: None,
+    })
+}
+
+fn usd(path: &str, v: Option<Amount>) -> Result<Option<u64>, ConfigError> {
+    v.map(|Amount(usd)| {
+        crate::cost::usd_per_mtok(usd)
+            .ok_or_else(|| error(path, "must be an amount in USD, 0 or more"))
+    })
+    .transpose()
+}
+
+/// The `jwt` section, for a configuration whose routes take tokens.
+pub(super) fn compile_jwt(raw: &RawJwt, route_names: &[String]) -> Result<Jwt, ConfigError> {
+    for (field, value) in [
+        ("metadata_key", &raw.metadata_key),
+        ("consumer_claim", &raw.consumer_claim),
+        ("groups_claim", &raw.groups_claim),
+    ] {
+        if value.is_empty() || value.len() > 128 {
+            return Err(error(
+                &format!("jwt.{field}"),
+                "must be 1 to 128 characters",
+            ));
+        }
+    }
+    if raw.groups.is_empty() {
+        return Err(error(
+            "jwt.groups",
+            "needs at least one group rule (`group: \"*\"` admits every valid token)",
+        ));
+    }
+    let mut rules: Vec<GroupRule> = Vec::new();
+    for (i, g) in raw.groups.iter().enumerate() {
+        let path = format!("jwt.groups[{i}]");
+        if g.group.is_empty() || g.group.len() > 256 {
+            return Err(error(
+                &format!("{path}.group"),
+                "must be 1 to 256 characters",
+            ));
+        }
+        if rules.iter().any(|r| r.group == g.group) {
+            return Err(error(
+                &format!("{path}.group"),
+                "has a rule already (the first would always win)",
+            ));
+        }
+        rules.push(GroupRule {
+            group: g.group.clone(),
+            policy: policy(
+                &path,
+                Policy {
+                    cost_center: &g.cost_center,
+                    routes: &g.routes,
+                    models: &g.models,
+                    limits: &g.limits,
+                    budget: &g.budget,
+                },
+                route_names,
+            )?,
+        });
+    }
+    Ok(Jwt {
+        metadata_key: raw.metadata_key.clone(),
+        consumer_claim: raw.consumer_claim.clone(),
+        groups_claim: raw.groups_claim.clone(),
+        rules,
+    })
 }
 
 pub(super) fn compile_budgets(
@@ -201,21 +344,10 @@ pub(super) fn compile_budgets(
     for (cc, b) in raw {
         let path = format!("budgets.{cc}");
         validate_label(&path, cc)?;
-        let usd = |field: &str, v: Option<Amount>| -> Result<Option<u64>, ConfigError> {
-            v.map(|Amount(usd)| {
-                crate::cost::usd_per_mtok(usd).ok_or_else(|| {
-                    error(
-                        &format!("{path}.{field}"),
-                        "must be an amount in USD, 0 or more",
-                    )
-                })
-            })
-            .transpose()
-        };
         out.push(Budget {
             cost_center: cc.clone(),
-            daily: usd("daily_usd", b.daily_usd)?,
-            monthly: usd("monthly_usd", b.monthly_usd)?,
+            daily: usd(&format!("{path}.daily_usd"), b.daily_usd)?,
+            monthly: usd(&format!("{path}.monthly_usd"), b.monthly_usd)?,
         });
     }
     Ok(out)

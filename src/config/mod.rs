@@ -14,6 +14,7 @@ pub use usage::UsageConfig;
 
 use crate::dialect::{Dialect, Policies};
 use crate::keys::Consumer;
+use crate::keys::jwt::Jwt;
 use crate::keys::pool::Pool;
 use crate::pattern::Pattern;
 use crate::routing::Routes;
@@ -76,6 +77,7 @@ struct RawConfig {
     unknown_model: routes::UnknownModelName,
     identity: keys::IdentityName,
     consumers: Vec<keys::RawConsumer>,
+    jwt: Option<keys::RawJwt>,
     budgets: BTreeMap<String, keys::RawBudget>,
     key_pools: BTreeMap<String, keys::RawPool>,
     cache: cache::RawCache,
@@ -95,6 +97,7 @@ impl Default for RawConfig {
             unknown_model: routes::UnknownModelName::default(),
             identity: keys::IdentityName::default(),
             consumers: Vec::new(),
+            jwt: None,
             budgets: BTreeMap::new(),
             key_pools: BTreeMap::new(),
             cache: cache::RawCache::default(),
@@ -118,6 +121,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// Clients known by their virtual keys' digests.
     pub consumers: Vec<Consumer>,
+    /// Consumers from verified tokens' claims (routes with identity `jwt`).
+    pub jwt: Option<Jwt>,
     pub budgets: Vec<Budget>,
     pub cache: CacheConfig,
     pub usage: UsageConfig,
@@ -226,13 +231,31 @@ pub fn parse_with_env(
         &raw.default_route,
         raw.unknown_model,
         &pool_names,
-        raw.identity == keys::IdentityName::Virtual,
+        routes::CallerIdentity {
+            virtual_keys: raw.identity != keys::IdentityName::Passthrough,
+            jwt: raw.identity == keys::IdentityName::Jwt,
+        },
     )?;
     let route_names: Vec<String> = routes.all().map(|r| r.name.clone()).collect();
+    let jwt = match (&raw.jwt, routes.all().any(|r| r.jwt)) {
+        (Some(j), true) => Some(keys::compile_jwt(j, &route_names)?),
+        (None, true) => {
+            return Err(error(
+                "jwt",
+                "is required when a route's identity is \"jwt\" (which claims name the caller, \
+                 and the group rules)",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(error("jwt", "no route has identity \"jwt\""));
+        }
+        (None, false) => None,
+    };
     let config = Config {
         routing_header: raw.routing_header,
         hold_headers: raw.hold_headers,
         consumers: keys::compile_consumers(&raw.consumers, &route_names)?,
+        jwt,
         budgets: keys::compile_budgets(&raw.budgets)?,
         routes,
         pools,

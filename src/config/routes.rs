@@ -60,6 +60,16 @@ pub(super) enum UnknownModelName {
 enum IdentityOverride {
     Passthrough,
     Virtual,
+    Jwt,
+}
+
+/// Who a route's callers are, when the route does not say: the configuration's `identity`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct CallerIdentity {
+    /// The gateway knows the caller (virtual key or token); the upstream key is the pool's.
+    pub virtual_keys: bool,
+    /// Verified tokens are accepted (virtual keys too).
+    pub jwt: bool,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,14 +213,14 @@ fn token(path: &str, value: &str, what: &str) -> Result<(), ConfigError> {
 /// What a target inherits from its route: the cluster and whose credential it is.
 struct Parent<'a> {
     cluster: &'a str,
-    virtual_keys: bool,
+    identity: CallerIdentity,
 }
 
 fn compile_route(
     path: &str,
     raw: &RawRoute,
     pools: &[String],
-    virtual_by_default: bool,
+    by_default: CallerIdentity,
     parent: Option<&Parent>,
 ) -> Result<Route, ConfigError> {
     if let Some(pool) = &raw.key_pool {
@@ -256,12 +266,20 @@ fn compile_route(
             }
         }
     }
-    let virtual_keys = match parent {
-        Some(p) => p.virtual_keys,
-        None => raw
-            .identity
-            .map_or(virtual_by_default, |i| i == IdentityOverride::Virtual),
+    let identity = match (parent, raw.identity) {
+        (Some(p), _) => p.identity,
+        (None, None) => by_default,
+        (None, Some(IdentityOverride::Passthrough)) => CallerIdentity::default(),
+        (None, Some(IdentityOverride::Virtual)) => CallerIdentity {
+            virtual_keys: true,
+            jwt: false,
+        },
+        (None, Some(IdentityOverride::Jwt)) => CallerIdentity {
+            virtual_keys: true,
+            jwt: true,
+        },
     };
+    let virtual_keys = identity.virtual_keys;
     // A pool's keys must never be handed to unauthenticated clients, and a virtual key is
     // never forwarded, so one needs the other (or Envoy supplies the credential).
     match (virtual_keys, &raw.key_pool) {
@@ -369,6 +387,7 @@ fn compile_route(
         model_rewrite: raw.model_rewrite.clone(),
         auth,
         virtual_keys,
+        jwt: identity.jwt,
         key_pool: raw.key_pool.clone(),
         path_prefix: raw.path_prefix.clone(),
         cache: raw.cache,
@@ -391,7 +410,7 @@ fn compile_route(
     };
     let me = Parent {
         cluster: &route.cluster,
-        virtual_keys,
+        identity,
     };
     let mut failover = Vec::with_capacity(raw.failover.len());
     for (i, t) in raw.failover.iter().enumerate() {
@@ -399,7 +418,7 @@ fn compile_route(
             &format!("{path}.failover[{i}]"),
             t,
             pools,
-            virtual_by_default,
+            by_default,
             Some(&me),
         )?);
     }
@@ -426,7 +445,7 @@ pub(super) fn compile_routes(
     default: &RawRoute,
     unknown: UnknownModelName,
     pools: &[String],
-    virtual_by_default: bool,
+    by_default: CallerIdentity,
 ) -> Result<Routes, ConfigError> {
     let mut compiled = Vec::with_capacity(routes.len());
     for (i, raw) in routes.iter().enumerate() {
@@ -435,10 +454,7 @@ pub(super) fn compile_routes(
             &format!("{path}.match"),
             raw.matches.as_ref().unwrap_or(&RawMatch::default()),
         )?;
-        compiled.push((
-            m,
-            compile_route(&path, raw, pools, virtual_by_default, None)?,
-        ));
+        compiled.push((m, compile_route(&path, raw, pools, by_default, None)?));
     }
     if default.matches.is_some() {
         return Err(error(
@@ -446,7 +462,7 @@ pub(super) fn compile_routes(
             "the default route matches everything else",
         ));
     }
-    let default = compile_route("default_route", default, pools, virtual_by_default, None)?;
+    let default = compile_route("default_route", default, pools, by_default, None)?;
     // Names label metrics and records and name failover targets in Envoy's metadata: unique.
     let mut names: Vec<&str> = Vec::new();
     for r in compiled.iter().map(|(_, r)| r).chain([&default]) {

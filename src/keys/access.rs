@@ -9,6 +9,7 @@ use super::{Consumer, SharedStore, update};
 use crate::config::Config;
 use crate::plan::Reply;
 use crate::routing::Route;
+use std::borrow::Cow;
 
 /// A refusal, answered locally in the API's error envelope.
 pub type Denied = Reply;
@@ -21,8 +22,12 @@ fn bucket_key(kind: &str, consumer: &str) -> String {
     format!("cgw:{kind}:{consumer}")
 }
 
-fn spend_key(period: Period, cost_center: &str) -> String {
-    format!("cgw:spend:{}:{cost_center}", period.as_str())
+fn spend_key(period: Period, holder: Holder, id: &str) -> String {
+    match holder {
+        Holder::CostCenter => format!("cgw:spend:{}:{id}", period.as_str()),
+        // Labels have no `:`, so a consumer's key never meets a cost center's.
+        Holder::Consumer => format!("cgw:spend:{}:consumer:{id}", period.as_str()),
+    }
 }
 
 fn too_many(message: String, wait_ms: u64, details: &'static str) -> Denied {
@@ -80,29 +85,48 @@ pub fn pick_key(
     })
 }
 
+/// The daily and monthly budgets of a cost center or a consumer (`None`: no budget).
+fn budgets_of(config: &Config, holder: Holder, c: &Consumer) -> Option<(String, [Option<u64>; 2])> {
+    match holder {
+        Holder::CostCenter => {
+            let cc = c.cost_center.as_ref()?;
+            let b = config.budgets.iter().find(|b| &b.cost_center == cc)?;
+            Some((cc.clone(), [b.daily, b.monthly]))
+        }
+        Holder::Consumer => {
+            let b = c.budget;
+            (b.daily.is_some() || b.monthly.is_some()).then(|| (c.id.clone(), [b.daily, b.monthly]))
+        }
+    }
+}
+
+const PERIODS: [Period; 2] = [Period::Day, Period::Month];
+
 fn check_budgets(
     config: &Config,
-    cost_center: &str,
+    consumer: &Consumer,
     store: &dyn SharedStore,
     now: u64,
 ) -> Result<(), Denied> {
-    let Some(budget) = config.budgets.iter().find(|b| b.cost_center == cost_center) else {
-        return Ok(());
-    };
-    for (period, limit) in [(Period::Day, budget.daily), (Period::Month, budget.monthly)] {
-        let Some(limit) = limit else { continue };
-        let (window, ends) = period.window(now);
-        let stored = store.get(&spend_key(period, cost_center));
-        let spent = Spend::decode(stored.as_ref().map(|s| s.0.as_slice()), window);
-        if spent.micro_usd >= limit {
-            let refusal = Refusal::Budget {
-                holder: Holder::CostCenter,
-                id: cost_center,
-                period,
-                limit_micro_usd: limit,
-                renews_at_ms: ends,
-            };
-            return Err(refused(refusal, ends.saturating_sub(now)));
+    for holder in [Holder::CostCenter, Holder::Consumer] {
+        let Some((id, limits)) = budgets_of(config, holder, consumer) else {
+            continue;
+        };
+        for (period, limit) in PERIODS.into_iter().zip(limits) {
+            let Some(limit) = limit else { continue };
+            let (window, ends) = period.window(now);
+            let stored = store.get(&spend_key(period, holder, &id));
+            let spent = Spend::decode(stored.as_ref().map(|s| s.0.as_slice()), window);
+            if spent.micro_usd >= limit {
+                let refusal = Refusal::Budget {
+                    holder,
+                    id: &id,
+                    period,
+                    limit_micro_usd: limit,
+                    renews_at_ms: ends,
+                };
+                return Err(refused(refusal, ends.saturating_sub(now)));
+            }
         }
     }
     Ok(())
@@ -160,16 +184,26 @@ pub fn identify<'c>(
     config: &'c Config,
     route: &Route,
     presented: &[&str],
-) -> Result<Option<&'c Consumer>, Denied> {
+    claims: Option<&serde_json::Value>,
+) -> Result<Option<Cow<'c, Consumer>>, Denied> {
     if !route.virtual_keys {
         return Ok(None);
     }
+    // A verified token first (Envoy checked it; the claims are in its metadata, which no
+    // client can write), then a virtual key.
+    if let (true, Some(jwt), Some(claims)) = (route.jwt, &config.jwt, claims) {
+        return super::jwt::consumer(jwt, claims).map(|c| Some(Cow::Owned(c)));
+    }
     match super::authenticate(&config.consumers, presented) {
-        Some(consumer) => Ok(Some(consumer)),
+        Some(consumer) => Ok(Some(Cow::Borrowed(consumer))),
         None => Err(Denied {
             status: 401,
             error_type: "authentication_error",
-            message: "Invalid or missing gateway API key.".to_owned(),
+            message: if route.jwt {
+                "Invalid or missing token or gateway API key.".to_owned()
+            } else {
+                "Invalid or missing gateway API key.".to_owned()
+            },
             retry_after_s: None,
             details: "claude_gateway.unauthenticated",
         }),
@@ -219,9 +253,7 @@ pub fn admit<'c>(
             details: "claude_gateway.forbidden",
         });
     }
-    if let Some(cc) = &consumer.cost_center {
-        check_budgets(config, cc, store, now)?;
-    }
+    check_budgets(config, consumer, store, now)?;
     check_limits(consumer, store, now)?;
     match route
         .key_pool
@@ -257,19 +289,21 @@ pub fn settle(
             });
         }
     }
-    let Some(cc) = &consumer.cost_center else {
-        return;
-    };
-    if cost_micro_usd == 0 || !config.budgets.iter().any(|b| &b.cost_center == cc) {
+    if cost_micro_usd == 0 {
         return;
     }
-    for period in [Period::Day, Period::Month] {
-        let (window, _) = period.window(now);
-        update(store, &spend_key(period, cc), &mut |v| {
-            let mut s = Spend::decode(v, window);
-            s.micro_usd = s.micro_usd.saturating_add(cost_micro_usd);
-            (Some(s.encode()), ())
-        });
+    for holder in [Holder::CostCenter, Holder::Consumer] {
+        let Some((id, _)) = budgets_of(config, holder, consumer) else {
+            continue;
+        };
+        for period in PERIODS {
+            let (window, _) = period.window(now);
+            update(store, &spend_key(period, holder, &id), &mut |v| {
+                let mut s = Spend::decode(v, window);
+                s.micro_usd = s.micro_usd.saturating_add(cost_micro_usd);
+                (Some(s.encode()), ())
+            });
+        }
     }
 }
 

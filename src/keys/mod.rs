@@ -3,6 +3,7 @@
 //! injected clock, so the state every Envoy worker shares is tested natively.
 
 pub mod access;
+pub mod jwt;
 pub mod limits;
 pub mod pool;
 pub mod refusals;
@@ -75,6 +76,17 @@ pub struct Consumer {
     /// Models it may ask for (empty: all).
     pub models: Vec<Pattern>,
     pub limits: Limits,
+    /// The consumer's own spend budget (per developer), on top of its cost center's.
+    pub budget: ConsumerBudget,
+    /// The group rule a token's consumer was admitted by (`None` for a virtual key's).
+    pub group: Option<String>,
+}
+
+/// A consumer's own spend budget in micro-USD per UTC day and calendar month (`None`: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerBudget {
+    pub daily: Option<u64>,
+    pub monthly: Option<u64>,
 }
 
 impl fmt::Debug for Consumer {
@@ -83,6 +95,7 @@ impl fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("id", &self.id)
             .field("cost_center", &self.cost_center)
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }

@@ -54,6 +54,8 @@ fn consumer(id: &str, key: &str) -> Consumer {
         routes: vec![],
         models: vec![],
         limits: Limits::default(),
+        budget: Default::default(),
+        group: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Who may send the request and with which upstream key (virtual keys, limits, budgets), and
 //! what the upstream instance needs per attempt.
 
-use super::Http;
+use super::{Caller, Http};
 use crate::config::Config;
 use crate::filter::effects;
 use crate::filter::host;
@@ -14,10 +14,13 @@ use crate::plan::{self, HeaderOp, Reply};
 use crate::request::Endpoint;
 use crate::routing::Route;
 use crate::session;
+use std::borrow::Cow;
 
 /// Descriptor inputs for Envoy's global rate-limit filter, set after authentication.
 const CONSUMER_HEADER: &str = "x-claude-gateway-consumer";
 const COST_CENTER_HEADER: &str = "x-claude-gateway-cost-center";
+/// The dynamic-metadata namespace of Envoy's JWT filter.
+const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
 
 impl Http {
     /// Virtual keys: authenticates the client, checks its limits and budgets, and swaps its
@@ -31,7 +34,12 @@ impl Http {
             self.seen.user_id.as_deref(),
         );
         let now = effects::now_ms();
-        let consumer = access::identify(config, route, &presented)?;
+        let claims = if route.jwt {
+            self.verified_claims(config)
+        } else {
+            None
+        };
+        let consumer = access::identify(config, route, &presented, claims.as_ref())?;
         let mut ops = Vec::new();
         let Some(c) = consumer else {
             // Rate-limit descriptors come from the gateway only, never from a client.
@@ -40,7 +48,14 @@ impl Http {
             return Ok(ops);
         };
         // Known from here on: refusals below are recorded against the consumer.
-        self.seen.consumer = config.consumers.iter().position(|x| x.id == c.id);
+        self.seen.consumer = Some(match &c {
+            Cow::Borrowed(known) => match config.consumers.iter().position(|x| x.id == known.id) {
+                Some(i) => Caller::Configured(i),
+                None => Caller::Token(Box::new((*known).clone())),
+            },
+            Cow::Owned(made) => Caller::Token(Box::new(made.clone())),
+        });
+        let c: &keys::Consumer = &c;
         let asks = match self.seen.endpoint {
             Some(_) => Asks::Model(self.seen.model.as_deref()),
             None => Asks::Other,
@@ -69,6 +84,17 @@ impl Http {
                 .map(|i| (i, k));
         }
         Ok(ops)
+    }
+
+    /// The payload of the token Envoy's `jwt_authn` verified (`payload_in_metadata`), from the
+    /// request's dynamic metadata: never from a header, which a client could write.
+    fn verified_claims(&self, config: &Config) -> Option<serde_json::Value> {
+        let key = &config.jwt.as_ref()?.metadata_key;
+        let bytes = host::property(&["metadata", "filter_metadata", JWT_AUTHN])
+            .ok()
+            .flatten()?;
+        let payload = crate::proto::struct_to_json(&bytes)?.get(key)?.clone();
+        payload.is_object().then_some(payload)
     }
 
     /// Writes filter state (`wasm.<name>` for Envoy's formatters and matchers).

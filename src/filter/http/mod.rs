@@ -23,6 +23,22 @@ use proxy_wasm::types::Action;
 use std::rc::Rc;
 
 /// What is known about the request for its audit record.
+/// Who a request's consumer is: one of the configuration's (by index: a virtual key), or one
+/// a verified token's claims made.
+pub(super) enum Caller {
+    Configured(usize),
+    Token(Box<crate::keys::Consumer>),
+}
+
+impl Caller {
+    pub(super) fn get<'a>(&'a self, config: &'a Config) -> Option<&'a crate::keys::Consumer> {
+        match self {
+            Caller::Configured(i) => config.consumers.get(*i),
+            Caller::Token(c) => Some(c),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Seen {
     endpoint: Option<Endpoint>,
@@ -37,8 +53,8 @@ struct Seen {
     markers_added: usize,
     /// The error type of a reply the gateway sent itself.
     local_error: Option<&'static str>,
-    /// Index of the consumer (virtual key) in the configuration.
-    consumer: Option<usize>,
+    /// The consumer the request was admitted as.
+    consumer: Option<Caller>,
     /// Pool and key indexes of the upstream key of the first attempt.
     key: Option<(usize, usize)>,
     /// Alias of the key that served the final response.

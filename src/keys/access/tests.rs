@@ -2,6 +2,7 @@ use super::*;
 use crate::config::parse_with_env;
 use crate::keys::sha256_hex;
 use crate::keys::tests::Memory;
+use std::borrow::Cow;
 
 const NOW: u64 = 1_795_000_000_000;
 
@@ -30,7 +31,9 @@ fn admit_as<'c>(
     now: u64,
 ) -> Result<(&'c str, usize), Denied> {
     let route = &c.routes.default;
-    let consumer = identify(c, route, &[key])?.unwrap();
+    let Some(Cow::Borrowed(consumer)) = identify(c, route, &[key], None)? else {
+        panic!("a virtual key's consumer is the configuration's");
+    };
     let (_, k) = admit(c, route, consumer, asks, Some("s1"), store, now)?.unwrap();
     Ok((consumer.id.as_str(), k))
 }
@@ -146,5 +149,112 @@ fn keys_cool_down_and_the_pool_answers_when_all_are_cooling() {
 #[test]
 fn passthrough_routes_need_no_gateway_key() {
     let c = parse_with_env(b"{}", &|_| None).unwrap();
-    assert_eq!(identify(&c, &c.routes.default, &[]), Ok(None));
+    assert_eq!(identify(&c, &c.routes.default, &[], None), Ok(None));
+}
+
+fn jwt_config() -> Config {
+    let doc = format!(
+        r#"{{"identity":"jwt",
+        "key_pools":{{"team":{{"keys":[{{"alias":"a","env":"KEY_A"}}]}}}},
+        "default_route":{{"name":"anthropic","cluster":"anthropic","key_pool":"team","auth":"x-api-key"}},
+        "consumers":[{{"id":"ci-bot","key_sha256":["{}"],"budget":{{"daily_usd":0.001}}}}],
+        "jwt":{{"consumer_claim":"email","groups":[
+            {{"group":"ml","cost_center":"research","models":["claude-opus-*"],
+              "budget":{{"daily_usd":0.002}}}},
+            {{"group":"*","cost_center":"everyone","models":["claude-haiku-*"]}}]}}}}"#,
+        sha256_hex("vk-ci")
+    );
+    parse_with_env(doc.as_bytes(), &|name| Some(format!("sk-{name}"))).unwrap()
+}
+
+#[test]
+fn tokens_name_consumers_by_claim_and_groups_set_their_policy() {
+    let c = jwt_config();
+    let route = &c.routes.default;
+    let claims = serde_json::json!({"email": "dev@example.com", "groups": ["ml"]});
+    let Some(Cow::Owned(dev)) = identify(&c, route, &[], Some(&claims)).unwrap() else {
+        panic!("a token's consumer is made from its claims");
+    };
+    assert_eq!(
+        (
+            dev.id.as_str(),
+            dev.group.as_deref(),
+            dev.cost_center.as_deref()
+        ),
+        ("dev@example.com", Some("ml"), Some("research"))
+    );
+    let store = Memory::default();
+    assert!(admit(&c, route, &dev, OPUS, None, &store, NOW).is_ok());
+    // The catch-all group may use Haiku only.
+    let other = serde_json::json!({"email": "pm@example.com", "groups": ["sales"]});
+    let pm = identify(&c, route, &[], Some(&other)).unwrap().unwrap();
+    let d = admit(&c, route, &pm, OPUS, None, &store, NOW).unwrap_err();
+    assert_eq!((d.status, d.error_type), (403, "permission_error"));
+    // No token: a virtual key still works on the same route; neither: 401.
+    assert_eq!(
+        identify(&c, route, &["vk-ci"], None).unwrap().unwrap().id,
+        "ci-bot"
+    );
+    let d = identify(&c, route, &["sk-ant-not-ours"], None).unwrap_err();
+    assert_eq!((d.status, d.error_type), (401, "authentication_error"));
+}
+
+#[test]
+fn a_developers_own_budget_is_kept_apart_from_the_cost_centers() {
+    let c = jwt_config();
+    let route = &c.routes.default;
+    let store = Memory::default();
+    let token = |email: &str| serde_json::json!({"email": email, "groups": ["ml"]});
+    let dev = identify(&c, route, &[], Some(&token("dev@example.com")))
+        .unwrap()
+        .unwrap();
+    let other = identify(&c, route, &[], Some(&token("other@example.com")))
+        .unwrap()
+        .unwrap();
+    settle(&c, &dev, 0, 0, 2_000, &store, NOW);
+    let d = admit(&c, route, &dev, OPUS, None, &store, NOW).unwrap_err();
+    assert_eq!((d.status, d.reason()), (429, "consumer_budget_daily"));
+    assert!(
+        d.message
+            .contains("daily budget of consumer `dev@example.com` ($0.00)"),
+        "{}",
+        d.message
+    );
+    // The same group, another developer: their own budget, untouched.
+    assert!(admit(&c, route, &other, OPUS, None, &store, NOW).is_ok());
+    // A virtual key's consumer has its own budget too.
+    let bot = identify(&c, route, &["vk-ci"], None).unwrap().unwrap();
+    settle(&c, &bot, 0, 0, 1_000, &store, NOW);
+    let d = admit(&c, route, &bot, OPUS, None, &store, NOW).unwrap_err();
+    assert_eq!(d.reason(), "consumer_budget_daily");
+}
+
+#[test]
+fn the_jwt_section_is_checked() {
+    let bad = |doc: &str| {
+        parse_with_env(doc.as_bytes(), &|name| Some(format!("sk-{name}")))
+            .unwrap_err()
+            .to_string()
+    };
+    let base = r#""key_pools":{"team":{"keys":[{"alias":"a","env":"KEY_A"}]}},
+        "default_route":{"name":"anthropic","cluster":"anthropic","key_pool":"team","auth":"x-api-key"}"#;
+    assert!(bad(&format!(r#"{{"identity":"jwt",{base}}}"#)).contains("`jwt`"));
+    assert!(
+        bad(&format!(
+            r#"{{"identity":"jwt",{base},"jwt":{{"groups":[]}}}}"#
+        ))
+        .contains("jwt.groups")
+    );
+    assert!(
+        bad(&format!(
+            r#"{{"identity":"virtual",{base},"jwt":{{"groups":[{{"group":"*"}}]}}}}"#
+        ))
+        .contains("no route has identity")
+    );
+    assert!(
+        bad(&format!(
+            r#"{{"identity":"jwt",{base},"jwt":{{"groups":[{{"group":"a","routes":["nope"]}}]}}}}"#
+        ))
+        .contains("jwt.groups[0].routes[0]")
+    );
 }
