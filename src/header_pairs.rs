@@ -22,6 +22,31 @@ pub fn encode(headers: &[(&str, &str)]) -> Vec<u8> {
 
 /// Decodes a serialized header map; malformed input decodes to the pairs before the damage.
 pub fn decode(bytes: &[u8]) -> Vec<(String, String)> {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    pairs(bytes)
+        .0
+        .into_iter()
+        .map(|(k, v)| (lossy(k), lossy(v)))
+        .collect()
+}
+
+/// Names and values, as the bytes they are.
+pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// The pairs of a map in this format that is exactly `bytes` (nothing missing, nothing after);
+/// `None` otherwise. Envoy serializes a map or list value of a property this way too (a list:
+/// its items as names, with empty values).
+pub fn decode_exact(bytes: &[u8]) -> Option<Pairs<'_>> {
+    let count = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)? as usize;
+    let (found, end) = pairs(bytes);
+    (found.len() == count && end == bytes.len()).then_some(found)
+}
+
+/// The pairs before any damage, and where the last one ended.
+fn pairs(bytes: &[u8]) -> (Pairs<'_>, usize) {
     let u32_at = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
@@ -36,16 +61,13 @@ pub fn decode(bytes: &[u8]) -> Vec<(String, String)> {
             let value_at = data.checked_add(k)?.checked_add(1)?;
             let value = bytes.get(value_at..value_at.checked_add(v)?)?;
             data = value_at.checked_add(v)?.checked_add(1)?;
-            Some((
-                String::from_utf8_lossy(key).into_owned(),
-                String::from_utf8_lossy(value).into_owned(),
-            ))
+            Some((key, value))
         })() else {
             break;
         };
         pairs.push(pair);
     }
-    pairs
+    (pairs, data)
 }
 
 #[cfg(test)]
@@ -66,6 +88,12 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(decode(&[]).is_empty());
+        let bytes = encode(&pairs);
+        assert_eq!(decode_exact(&bytes).map(|p| p.len()), Some(3));
+        assert_eq!(decode_exact(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_exact(&[bytes.as_slice(), b"x"].concat()), None);
+        assert_eq!(decode_exact(&encode(&[])), Some(Vec::new()));
+        assert_eq!(decode_exact(b"dev@example.com"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub const EXAMPLES: &[(&str, Make)] = &[
     ("failover.yaml", failover),
     ("virtual-keys.yaml", virtual_keys),
     ("replicas.yaml", replicas),
+    ("oidc.yaml", crate::oidc::oidc),
     ("bedrock.yaml", bedrock),
     ("vertex.yaml", vertex),
     ("foundry.yaml", foundry),
@@ -38,7 +39,7 @@ pub fn all(base: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn digest(key: &str) -> String {
+pub(crate) fn digest(key: &str) -> String {
     Sha256::digest(key.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

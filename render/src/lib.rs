@@ -9,6 +9,7 @@
 mod emit;
 pub mod examples;
 pub mod kubernetes;
+pub mod oidc;
 
 pub use emit::Comment;
 

@@ -51,6 +51,39 @@ fn groups(value: Option<&Value>) -> Vec<&str> {
     }
 }
 
+/// The claims of a verified token from Envoy's serialization of `jwt_authn`'s dynamic
+/// metadata (`metadata.filter_metadata["envoy.filters.http.jwt_authn"]`): a map in the
+/// proxy-wasm pairs format, whose entry `key` is the payload, itself such a map; a string claim
+/// is its bytes, a list claim a map of its items, a number 8 bytes of a double (skipped).
+pub fn claims_from_metadata(bytes: &[u8], key: &str) -> Option<Value> {
+    use crate::header_pairs::decode_exact;
+    let (_, payload) = decode_exact(bytes)?
+        .into_iter()
+        .find(|(k, _)| *k == key.as_bytes())?;
+    let mut claims = serde_json::Map::new();
+    for (name, value) in decode_exact(payload)? {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let items = decode_exact(value).filter(|items| items.iter().all(|(_, v)| v.is_empty()));
+        let claim = match items {
+            Some(items) => Value::Array(
+                items
+                    .iter()
+                    .filter_map(|(item, _)| std::str::from_utf8(item).ok())
+                    .map(|item| Value::String(item.to_owned()))
+                    .collect(),
+            ),
+            None => match std::str::from_utf8(value) {
+                Ok(text) => Value::String(text.to_owned()),
+                Err(_) => continue,
+            },
+        };
+        claims.insert(name.to_owned(), claim);
+    }
+    Some(Value::Object(claims))
+}
+
 /// The consumer a verified token's claims make, or why the token gets no access.
 pub fn consumer(jwt: &Jwt, claims: &Value) -> Result<Consumer, Denied> {
     let id = match claims.get(&jwt.consumer_claim) {
@@ -112,6 +145,52 @@ mod tests {
             groups_claim: "groups".into(),
             rules,
         }
+    }
+
+    #[test]
+    fn claims_are_read_from_envoys_serialization_of_the_metadata() {
+        use crate::header_pairs::encode;
+        // As Envoy 1.40 hands it over (seen in the end-to-end tests): strings as bytes, a list
+        // as a map of its items, numbers as doubles.
+        let exp = 1_795_000_000f64.to_le_bytes();
+        let groups = encode(&[("engineering", ""), ("ml", "")]);
+        let mut payload = Vec::new();
+        let entries: [(&str, &[u8]); 4] = [
+            ("email", b"dev@example.com"),
+            ("exp", &exp),
+            ("groups", &groups),
+            ("iss", b"https://idp.example.com"),
+        ];
+        payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (k, v) in entries {
+            payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in entries {
+            payload.extend_from_slice(k.as_bytes());
+            payload.push(0);
+            payload.extend_from_slice(v);
+            payload.push(0);
+        }
+        let mut outer = Vec::new();
+        outer.extend_from_slice(&1u32.to_le_bytes());
+        outer.extend_from_slice(&11u32.to_le_bytes());
+        outer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        outer.extend_from_slice(b"jwt_payload\0");
+        outer.extend_from_slice(&payload);
+        outer.push(0);
+        let claims = claims_from_metadata(&outer, "jwt_payload").unwrap();
+        assert_eq!(
+            claims,
+            json!({"email": "dev@example.com", "groups": ["engineering", "ml"],
+                   "iss": "https://idp.example.com"})
+        );
+        assert_eq!(claims_from_metadata(&outer, "other"), None);
+        assert_eq!(
+            claims_from_metadata(&outer[..outer.len() - 2], "jwt_payload"),
+            None
+        );
+        assert_eq!(claims_from_metadata(b"", "jwt_payload"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod clouds;
 mod deploy;
 mod faults;
 mod foundation;
+mod identity;
 mod keys;
 mod replicas;
 mod routing;

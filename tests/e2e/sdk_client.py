@@ -1,6 +1,7 @@
 """Drives the gateway with the official Anthropic Python SDK; prints what it got as JSON.
 
-Used by the end-to-end tests (tests/e2e/foundation.rs); GATEWAY_URL points at the gateway.
+Used by the end-to-end tests (tests/e2e/foundation.rs, identity.rs); GATEWAY_URL points at the
+gateway.
 """
 
 import json
@@ -8,9 +9,21 @@ import os
 
 import anthropic
 
-client = anthropic.Anthropic(
-    base_url=os.environ["GATEWAY_URL"], api_key="sk-ant-api03-sdk-client", max_retries=0
-)
+# HELPER_TOKEN: what Claude Code's apiKeyHelper prints, which it sends as both x-api-key and
+# Authorization: Bearer (an identity provider's token, with identity "jwt").
+token = os.environ.get("HELPER_TOKEN")
+if token:
+    # The SDK takes one credential: the bearer, with the same value as x-api-key beside it.
+    client = anthropic.Anthropic(
+        base_url=os.environ["GATEWAY_URL"],
+        auth_token=token,
+        default_headers={"x-api-key": token},
+        max_retries=0,
+    )
+else:
+    client = anthropic.Anthropic(
+        base_url=os.environ["GATEWAY_URL"], api_key="sk-ant-api03-sdk-client", max_retries=0
+    )
 request = dict(
     model="claude-sonnet-4-5",
     max_tokens=64,

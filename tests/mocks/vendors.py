@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mock cloud vendors for the gateway's end-to-end tests.
 
-    python vendors.py --kind bedrock|vertex|foundry|gcp-metadata --record FILE.jsonl [options]
+    python vendors.py --kind bedrock|vertex|foundry|gcp-metadata|idp --record FILE.jsonl [options]
     python vendors.py --self-test
 
 A threaded HTTP/1.1 server on 127.0.0.1 (ephemeral port, printed as `port N` on the first stdout
@@ -1014,6 +1014,93 @@ def read_token(path):
 
 
 # ---------------------------------------------------------------------------------------------
+# An identity provider: its JWKS (what Envoy's jwt_authn fetches), and tokens on request
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_uint(n):
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+
+class Idp:
+    """GET /jwks.json: the public keys. POST /token {claims, alg (RS256, ES256 or none), kid,
+    tamper}: a signed token (`tamper` flips the payload after signing). POST /rotate {keep}:
+    new keys, the old ones kept in the JWKS or not. Keys are made here with `cryptography`."""
+
+    kind = "idp"
+
+    def __init__(self, args):
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.keys = {}
+        self.rotate(keep=False)
+
+    def rotate(self, keep):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        with self.lock:
+            self.generation += 1
+            g = self.generation
+            fresh = {f"rsa-{g}": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+                     f"ec-{g}": ("ES256", ec.generate_private_key(ec.SECP256R1()))}
+            self.keys = {**self.keys, **fresh} if keep else fresh
+            return sorted(self.keys)
+
+    def jwks(self):
+        out = []
+        with self.lock:
+            for kid, (alg, key) in self.keys.items():
+                pub = key.public_key().public_numbers()
+                if alg == "RS256":
+                    out.append({"kty": "RSA", "kid": kid, "alg": alg, "use": "sig",
+                                "n": b64url_uint(pub.n), "e": b64url_uint(pub.e)})
+                else:
+                    out.append({"kty": "EC", "kid": kid, "alg": alg, "use": "sig", "crv": "P-256",
+                                "x": b64url(pub.x.to_bytes(32, "big")), "y": b64url(pub.y.to_bytes(32, "big"))})
+        return {"keys": out}
+
+    def token(self, spec):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        alg = spec.get("alg", "RS256")
+        with self.lock:
+            kid = spec.get("kid") or next((k for k, (a, _) in self.keys.items() if a == alg), None)
+            entry = self.keys.get(kid)
+        header = {"alg": alg, "typ": "JWT"}
+        if alg != "none":
+            header["kid"] = kid
+        signing_input = f"{b64url(compact(header).encode())}.{b64url(compact(spec['claims']).encode())}"
+        if alg == "none":
+            signature = b""
+        elif entry is None:
+            raise Rejected(json_answer(400, {"error": f"no {alg} key"}, check="mock:no-key"))
+        elif alg == "RS256":
+            signature = entry[1].sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            r, s_ = decode_dss_signature(entry[1].sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+            signature = r.to_bytes(32, "big") + s_.to_bytes(32, "big")
+        if spec.get("tamper"):
+            forged = dict(spec["claims"], groups=["admin"])
+            signing_input = f"{signing_input.split('.')[0]}.{b64url(compact(forged).encode())}"
+        return f"{signing_input}.{b64url(signature)}"
+
+    def answer(self, req):
+        if req.method == "GET" and req.route == "/jwks.json":
+            return json_answer(200, self.jwks())
+        if req.method == "POST" and req.route == "/token":
+            return json_answer(200, {"token": self.token(json.loads(req.body))})
+        if req.method == "POST" and req.route == "/rotate":
+            spec = json.loads(req.body or b"{}")
+            return json_answer(200, {"kids": self.rotate(bool(spec.get("keep")))})
+        raise Rejected(json_answer(404, {"error": "not found"}, check="path"))
+
+
+# ---------------------------------------------------------------------------------------------
 # HTTP server and the record
 
 
@@ -1146,7 +1233,7 @@ class Server(ThreadingHTTPServer):
 
 
 VENDORS = {"bedrock": Bedrock, "bedrock-messages": BedrockMessages, "vertex": Vertex, "foundry": Foundry,
-           "gcp-metadata": GcpMetadata}
+           "gcp-metadata": GcpMetadata, "idp": Idp}
 
 
 def serve(args):

@@ -31,6 +31,8 @@ pub enum Kind {
     Vertex,
     Foundry,
     GcpMetadata,
+    /// An identity provider: a JWKS and the tokens a test asks for.
+    Idp,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Vertex => "vertex",
             Kind::Foundry => "foundry",
             Kind::GcpMetadata => "gcp-metadata",
+            Kind::Idp => "idp",
         }
     }
 }

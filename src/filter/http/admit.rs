@@ -93,8 +93,7 @@ impl Http {
         let bytes = host::property(&["metadata", "filter_metadata", JWT_AUTHN])
             .ok()
             .flatten()?;
-        let payload = crate::proto::struct_to_json(&bytes)?.get(key)?.clone();
-        payload.is_object().then_some(payload)
+        keys::jwt::claims_from_metadata(&bytes, key)
     }
 
     /// Writes filter state (`wasm.<name>` for Envoy's formatters and matchers).
