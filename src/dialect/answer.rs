@@ -21,6 +21,8 @@ pub enum Treatment {
     Error,
     /// Bedrock's `{"inputTokens":N}`, rewritten into `{"input_tokens":N}`.
     CountTokens,
+    /// `GET /v1/models` for a consumer limited to some models: only those listed.
+    Models,
 }
 
 /// Largest vendor error or count answer read to be rewritten (they are a few hundred bytes).

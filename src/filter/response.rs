@@ -27,6 +27,8 @@ pub struct Response {
     treatment: Treatment,
     /// Bedrock's event stream, decoded frame by frame.
     transcoder: Option<Transcoder>,
+    /// The models a consumer may use (`Treatment::Models`).
+    pub models: Vec<crate::pattern::Pattern>,
     /// A vendor's error or count answer, held to be rewritten (bounded, a few hundred bytes).
     held: Vec<u8>,
     /// The status and `x-amzn-errortype` of an error to rewrite.
@@ -43,6 +45,7 @@ impl Default for Response {
             reader: Reader::Off,
             treatment: Treatment::Pass,
             transcoder: None,
+            models: Vec::new(),
             held: Vec::new(),
             error: (0, None),
             extraction: Extraction::new(),
@@ -73,7 +76,7 @@ impl Response {
         match treatment {
             Treatment::Pass => {}
             Treatment::Transcode | Treatment::Observe => self.transcoder = Some(Transcoder::new()),
-            Treatment::Error | Treatment::CountTokens => {
+            Treatment::Error | Treatment::CountTokens | Treatment::Models => {
                 let status = headers.status().map_or(0, u32::from);
                 let aws = headers.get("x-amzn-errortype").map(str::to_owned);
                 // The status can only change now, before the body says what it is: only AWS's
@@ -138,8 +141,14 @@ impl Response {
                 }
                 self.read(&out, max_json);
             }
-            Treatment::Error | Treatment::CountTokens => {
-                if self.held.len() + chunk.len() <= MAX_REWRITTEN {
+            Treatment::Error | Treatment::CountTokens | Treatment::Models => {
+                // A models list is a few KiB, vendors' answers a few hundred bytes.
+                let cap = if self.treatment == Treatment::Models {
+                    16 * MAX_REWRITTEN
+                } else {
+                    MAX_REWRITTEN
+                };
+                if self.held.len() + chunk.len() <= cap {
                     self.held.extend_from_slice(&chunk);
                 }
                 if end {
@@ -164,6 +173,7 @@ impl Response {
         let held = std::mem::take(&mut self.held);
         match self.treatment {
             Treatment::CountTokens => answer::count_tokens(&held).unwrap_or(held),
+            Treatment::Models => crate::keys::models::visible(&held, &self.models).unwrap_or(held),
             _ => {
                 let (status, aws) = &self.error;
                 answer::error(*status, aws.as_deref(), &held).map_or(held, |(_, body)| body)

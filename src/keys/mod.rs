@@ -5,6 +5,7 @@
 pub mod access;
 pub mod jwt;
 pub mod limits;
+pub mod models;
 pub mod pool;
 pub mod refusals;
 

@@ -130,7 +130,31 @@ fn tokens_of_the_identity_provider_admit_developers_by_group() {
     assert_eq!(bot.status, 200, "{}", bot.body);
     assert_eq!(w.mock.requests().len(), 4);
 
-    let records = w.gw.wait_audit_records(6);
+    // The model picker's list: what each caller may use, of what the upstream lists.
+    let models = |headers: &[(&str, &str)]| -> Vec<String> {
+        let mut req = crate::support::client().get(w.gw.url("/v1/models"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status(), 200);
+        let list: Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(
+        models(&[("authorization", &bearer(&dev))]),
+        ["claude-sonnet-4-5"]
+    );
+    assert!(models(&[("authorization", &bearer(&pm))]).is_empty());
+    assert_eq!(models(&[("x-api-key", CI_KEY)]), ["claude-sonnet-4-5"]);
+
+    let records = w.gw.wait_audit_records(9);
     let d = audit_of(&records, "dev@example.com");
     assert_eq!(
         (&d["consumer_group"], &d["cost_center"]),

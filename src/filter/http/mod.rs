@@ -12,8 +12,9 @@ use super::host;
 use super::response::Response;
 use super::stats::Stats;
 use crate::config::Config;
-use crate::dialect::answer;
+use crate::dialect::answer::{self, Treatment};
 use crate::dialect::inbound::{self, Inbound};
+use crate::keys;
 use crate::metrics;
 use crate::plan::{self, Plan, Reply};
 use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
@@ -367,6 +368,17 @@ impl HttpContext for Http {
         self.status = headers.status().map(u32::from);
         self.note_key(&config, &headers);
         let Some(endpoint) = self.seen.endpoint else {
+            // The models list, as a consumer limited to some models may see it.
+            let limited = self.seen.consumer.as_ref().and_then(|c| c.get(&config));
+            if let Some(c) = limited.filter(|c| !c.models.is_empty()) {
+                if self.status == Some(200)
+                    && keys::models::is_list(&self.seen.method, &self.seen.path)
+                {
+                    self.response.models = c.models.clone();
+                    self.response
+                        .start(self.id, &headers, Treatment::Models, false, end_of_stream);
+                }
+            }
             return Action::Continue;
         };
         let dialect = self.answering(&config, &headers).map(|r| r.dialect);
