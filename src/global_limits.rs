@@ -10,6 +10,8 @@ use crate::keys::Consumer;
 
 pub const CONSUMER: &str = "claude_gateway_consumer";
 pub const COST_CENTER: &str = "claude_gateway_cost_center";
+/// A token's consumer's group rule (identity `jwt`): its limits count per member.
+pub const GROUP: &str = "claude_gateway_group";
 /// The UTC day (`2026-12-02`) and month (`2026-12`) of the request: part of the budget
 /// descriptors, so every replica's counters renew at midnight UTC alike.
 pub const DAY: &str = "claude_gateway_day";
@@ -30,6 +32,9 @@ pub fn admission(consumer: &Consumer, now_ms: u64) -> Vec<(&'static str, String)
     ];
     if let Some(cc) = &consumer.cost_center {
         out.push((COST_CENTER, cc.clone()));
+    }
+    if let Some(group) = &consumer.group {
+        out.push((GROUP, group.clone()));
     }
     out
 }

@@ -4,6 +4,8 @@
 //! - `[consumer=<id>, kind=requests|input_tokens|output_tokens]`
 //! - `[cost_center=<cc>|consumer=<id>, kind=usd_day, window=<YYYY-MM-DD>]`
 //! - `[cost_center=<cc>|consumer=<id>, kind=usd_month, window=<YYYY-MM>]`
+//! - `[group=<g>, member=<id>, kind=…]` with the kinds and windows above: a token's consumer
+//!   (identity `jwt`), counted per member by its group rule's limits and budget
 //!
 //! The window is the request's UTC day or month, written by the filter, so every replica's
 //! budgets renew at midnight UTC alike. Anything else (other keys, order, kinds, a malformed
@@ -19,6 +21,8 @@ const DAY_MS: u64 = 86_400_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub subject: Subject,
+    /// A group's member (a group's limits count per member).
+    pub member: Option<String>,
     pub kind: Kind,
     /// For budgets: the `window` value and when that UTC day or month ends (ms since epoch).
     pub window: Option<(String, u64)>,
@@ -32,16 +36,23 @@ pub fn parse(descriptor: &RateLimitDescriptor) -> Option<Parsed> {
             .get(i)
             .map(|e| (e.key.as_str(), e.value.as_str()))
     };
-    let subject = match entry(0)? {
-        ("consumer", id) if !id.is_empty() => Subject::Consumer(id.to_owned()),
-        ("cost_center", id) if !id.is_empty() => Subject::CostCenter(id.to_owned()),
+    let (subject, member) = match entry(0)? {
+        ("consumer", id) if !id.is_empty() => (Subject::Consumer(id.to_owned()), None),
+        ("cost_center", id) if !id.is_empty() => (Subject::CostCenter(id.to_owned()), None),
+        ("group", group) if !group.is_empty() => match entry(1)? {
+            ("member", id) if !id.is_empty() => {
+                (Subject::Group(group.to_owned()), Some(id.to_owned()))
+            }
+            _ => return None,
+        },
         _ => return None,
     };
-    let kind = match entry(1)? {
+    let at = usize::from(member.is_some());
+    let kind = match entry(at + 1)? {
         ("kind", kind) => Kind::parse(kind)?,
         _ => return None,
     };
-    let window = match (kind, entry(2), descriptor.entries.len()) {
+    let window = match (kind, entry(at + 2), descriptor.entries.len() - at) {
         (Kind::UsdDay, Some(("window", w)), 3) => Some((w.to_owned(), day_end(w)?)),
         (Kind::UsdMonth, Some(("window", w)), 3) => Some((w.to_owned(), month_end(w)?)),
         (Kind::Requests | Kind::InputTokens | Kind::OutputTokens, None, 2) => None,
@@ -49,6 +60,7 @@ pub fn parse(descriptor: &RateLimitDescriptor) -> Option<Parsed> {
     };
     Some(Parsed {
         subject,
+        member,
         kind,
         window,
     })

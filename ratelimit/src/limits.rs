@@ -17,6 +17,8 @@ pub const DAY_COUNTER_SECONDS: u64 = 2 * 86_400;
 pub const MONTH_COUNTER_SECONDS: u64 = 32 * 86_400;
 /// The limitador variable a budget's counter is keyed on: the descriptor's `window` entry.
 pub const WINDOW_VARIABLE: &str = "window";
+/// The limitador variable a group's counters are keyed on: the descriptor's `member` entry.
+pub const MEMBER_VARIABLE: &str = "member";
 
 /// What a descriptor counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +84,8 @@ impl Kind {
 pub enum Subject {
     Consumer(String),
     CostCenter(String),
+    /// A group rule of identity `jwt`: its limits and budget hold for each member.
+    Group(String),
 }
 
 impl Subject {
@@ -90,41 +94,51 @@ impl Subject {
         match self {
             Subject::Consumer(_) => "consumer",
             Subject::CostCenter(_) => "cost_center",
+            Subject::Group(_) => "group",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            Subject::Consumer(id) | Subject::CostCenter(id) => id,
+            Subject::Consumer(id) | Subject::CostCenter(id) | Subject::Group(id) => id,
         }
     }
 
     /// The refusal (wording shared with the filter) when this subject's `kind` limit of
-    /// `limit` is reached; `renews_at_ms` is the end of a budget's window.
-    pub fn refusal(&self, kind: Kind, limit: u64, renews_at_ms: u64) -> Refusal<'_> {
+    /// `limit` is reached; `renews_at_ms` is the end of a budget's window; a group's refusal
+    /// names its `member`, as the filter names the consumer.
+    pub fn refusal<'a>(
+        &'a self,
+        member: Option<&'a str>,
+        kind: Kind,
+        limit: u64,
+        renews_at_ms: u64,
+    ) -> Refusal<'a> {
+        let id = member.unwrap_or(self.id());
         let budget = |holder, period| Refusal::Budget {
             holder,
-            id: self.id(),
+            id,
             period,
             limit_micro_usd: limit,
             renews_at_ms,
         };
         match (self, kind.period()) {
             (Subject::CostCenter(_), Some(period)) => budget(Holder::CostCenter, period),
-            (Subject::Consumer(_), Some(period)) => budget(Holder::Consumer, period),
-            // Only consumers have per-minute limits (`limit_of`); a cost center's would read
-            // as its consumer's.
+            (Subject::Consumer(_) | Subject::Group(_), Some(period)) => {
+                budget(Holder::Consumer, period)
+            }
+            // Only consumers (and groups' members) have per-minute limits (`limit_of`).
             (_, None) => match kind {
                 Kind::InputTokens => Refusal::InputTokensPerMinute {
-                    consumer: self.id(),
+                    consumer: id,
                     limit,
                 },
                 Kind::OutputTokens => Refusal::OutputTokensPerMinute {
-                    consumer: self.id(),
+                    consumer: id,
                     limit,
                 },
                 _ => Refusal::RequestsPerMinute {
-                    consumer: self.id(),
+                    consumer: id,
                     limit,
                 },
             },
@@ -137,14 +151,31 @@ impl Subject {
 /// as in the filter; a budget of 0 USD is a limit (always spent).
 pub fn limit_of(config: &Config, subject: &Subject, kind: Kind) -> Option<u64> {
     let positive = |n: u64| (n > 0).then_some(n);
+    // A configured consumer's policy, or a group rule's (for each of its members).
+    let policy = |subject: &Subject| match subject {
+        Subject::Consumer(id) => config.consumers.iter().find(|c| &c.id == id),
+        Subject::Group(g) => config
+            .jwt
+            .as_ref()
+            .and_then(|j| j.rules.iter().find(|r| &r.group == g))
+            .map(|r| &r.policy),
+        Subject::CostCenter(_) => None,
+    };
     match (subject, kind.period()) {
-        (Subject::Consumer(id), None) => {
-            let limits = config.consumers.iter().find(|c| &c.id == id)?.limits;
+        (Subject::Consumer(_) | Subject::Group(_), None) => {
+            let limits = policy(subject)?.limits;
             positive(match kind {
                 Kind::Requests => limits.requests_per_minute,
                 Kind::InputTokens => limits.input_tokens_per_minute,
                 _ => limits.output_tokens_per_minute,
             })
+        }
+        (Subject::Consumer(_) | Subject::Group(_), Some(period)) => {
+            let b = policy(subject)?.budget;
+            match period {
+                Period::Day => b.daily,
+                Period::Month => b.monthly,
+            }
         }
         (Subject::CostCenter(cc), Some(period)) => {
             let budget = config.budgets.iter().find(|b| &b.cost_center == cc)?;
@@ -153,18 +184,7 @@ pub fn limit_of(config: &Config, subject: &Subject, kind: Kind) -> Option<u64> {
                 Period::Month => budget.monthly,
             }
         }
-        (Subject::Consumer(id), Some(period)) => consumer_budget(config, id, period),
         (Subject::CostCenter(_), None) => None,
-    }
-}
-
-/// A consumer's own spend budget (`consumers[].budget`). A token's consumer (identity `jwt`)
-/// is not in the configuration: its group's budget is not enforced across replicas yet.
-fn consumer_budget(config: &Config, consumer: &str, period: Period) -> Option<u64> {
-    let b = config.consumers.iter().find(|c| c.id == consumer)?.budget;
-    match period {
-        Period::Day => b.daily,
-        Period::Month => b.monthly,
     }
 }
 
@@ -185,6 +205,13 @@ impl Limits {
                     .budgets
                     .iter()
                     .map(|b| Subject::CostCenter(b.cost_center.clone())),
+            )
+            .chain(
+                config
+                    .jwt
+                    .iter()
+                    .flat_map(|j| &j.rules)
+                    .map(|r| Subject::Group(r.group.clone())),
             );
         let mut table = HashMap::new();
         for subject in subjects {
@@ -244,10 +271,13 @@ impl Limits {
         entries
             .into_iter()
             .map(|((subject, kind), max)| {
-                let variables = match kind.period() {
+                let mut variables = match kind.period() {
                     Some(_) => vec![WINDOW_VARIABLE],
                     None => Vec::new(),
                 };
+                if matches!(subject, Subject::Group(_)) {
+                    variables.push(MEMBER_VARIABLE);
+                }
                 Limit::new(
                     namespace(domain, subject, *kind),
                     i64::try_from(*max).unwrap_or(i64::MAX),

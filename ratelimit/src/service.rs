@@ -303,6 +303,9 @@ impl Service {
         if let Some((window, _)) = &p.window {
             values.insert(limits::WINDOW_VARIABLE.to_owned(), window.clone());
         }
+        if let Some(member) = &p.member {
+            values.insert(limits::MEMBER_VARIABLE.to_owned(), member.clone());
+        }
         (ns, values)
     }
 
@@ -338,7 +341,7 @@ impl Service {
                 continue;
             };
             let mut s = status(if out.over { Code::OverLimit } else { Code::Ok });
-            let refusal = p.subject.refusal(p.kind, *limit, 0);
+            let refusal = p.subject.refusal(p.member.as_deref(), p.kind, *limit, 0);
             s.current_limit = Some(RateLimit {
                 name: refusal.reason().to_owned(),
                 requests_per_unit: u32::try_from(*limit).unwrap_or(u32::MAX),
@@ -363,7 +366,9 @@ impl Service {
         }
         if let Some((p, limit)) = first_refusal {
             let renews_at = p.window.as_ref().map_or(0, |w| w.1);
-            let refusal = p.subject.refusal(p.kind, limit, renews_at);
+            let refusal = p
+                .subject
+                .refusal(p.member.as_deref(), p.kind, limit, renews_at);
             let retry_after = retry_after_seconds(wait_ms);
             response.overall_code = Code::OverLimit as i32;
             // The message alone: the bootstrap's local-reply mapper puts it in the API's error

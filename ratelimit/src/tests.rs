@@ -709,3 +709,40 @@ async fn a_consumers_own_budget_is_counted_apart_from_its_cost_center() {
         message(&r)
     );
 }
+
+#[tokio::test]
+async fn a_group_rule_counts_each_member_on_its_own() {
+    let config = format!(
+        "{CONFIG}jwt:\n  groups:\n  - {{group: eng, limits: {{requests_per_minute: 1}}}}\n"
+    )
+    .replace("identity: virtual", "identity: jwt");
+    let s = service_with(&config, 60);
+    let member = |id: &str| {
+        d(
+            &[("group", "eng"), ("member", id), ("kind", "requests")],
+            None,
+        )
+    };
+    assert!(!over(&call(&s, vec![member("dev@example.com")]).await));
+    let r = call(&s, vec![member("dev@example.com")]).await;
+    assert!(over(&r));
+    assert_eq!(
+        message(&r),
+        "Consumer `dev@example.com` is limited to 1 requests per minute."
+    );
+    assert!(!over(&call(&s, vec![member("other@example.com")]).await));
+    // A group without a rule, or without its member, is no limit of ours.
+    let stranger = d(
+        &[
+            ("group", "sales"),
+            ("member", "x@example.com"),
+            ("kind", "requests"),
+        ],
+        None,
+    );
+    for _ in 0..3 {
+        assert!(!over(&call(&s, vec![stranger.clone()]).await));
+    }
+    let no_member = d(&[("group", "eng"), ("kind", "requests")], None);
+    assert_eq!(codes(&call(&s, vec![no_member]).await), [OK]);
+}

@@ -451,12 +451,17 @@ fn from_state(entry: &str, state: &str) -> String {
 fn replica_descriptors() -> String {
     let consumer = from_state("consumer", "claude_gateway_consumer");
     let cost_center = from_state("cost_center", "claude_gateway_cost_center");
+    let group = from_state("group", "claude_gateway_group");
+    let member = from_state("member", "claude_gateway_consumer");
     let day = from_state("window", "claude_gateway_day");
     let month = from_state("window", "claude_gateway_month");
     let kind =
         |k: &str| format!("{{generic_key: {{descriptor_key: kind, descriptor_value: {k}}}}}");
     let state = |s: &str| format!("{{format: \"%FILTER_STATE(wasm.{s}:PLAIN)%\"}}");
     let mut out = format!("- actions: [{consumer}, {}]\n", kind("requests"));
+    // A token's consumer (identity jwt): also by its group rule, counted per member.
+    let by_group = format!("{group}, {member}");
+    out.push_str(&format!("- actions: [{by_group}, {}]\n", kind("requests")));
     let limits = [
         (
             consumer.clone(),
@@ -485,11 +490,35 @@ fn replica_descriptors() -> String {
         (
             consumer.clone(),
             kind("usd_day"),
-            Some(day),
+            Some(day.clone()),
             "claude_gateway_cost_micro_usd",
         ),
         (
             consumer,
+            kind("usd_month"),
+            Some(month.clone()),
+            "claude_gateway_cost_micro_usd",
+        ),
+        (
+            by_group.clone(),
+            kind("input_tokens"),
+            None,
+            "claude_gateway_input_tokens",
+        ),
+        (
+            by_group.clone(),
+            kind("output_tokens"),
+            None,
+            "claude_gateway_output_tokens",
+        ),
+        (
+            by_group.clone(),
+            kind("usd_day"),
+            Some(day),
+            "claude_gateway_cost_micro_usd",
+        ),
+        (
+            by_group,
             kind("usd_month"),
             Some(month),
             "claude_gateway_cost_micro_usd",

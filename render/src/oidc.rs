@@ -130,14 +130,20 @@ budgets:
     )
 }
 
+/// Envoy's token check in front of the gateway filter (jwt_authn, its refusals' envelope, the
+/// identity provider's cluster); the tests add it to other bootstraps too.
+pub fn add_token_check(b: &mut Bootstrap) -> Result<&mut Bootstrap, String> {
+    b.add_http_filters("envoy.filters.http.buffer", JWT_AUTHN)?
+        .first_local_reply_mapper(JWT_REFUSED)?
+        .add_cluster_yaml(IDP_CLUSTER)
+}
+
 pub fn oidc(base: &str) -> Result<String, String> {
     let mut b = Bootstrap::parse(base)?;
     b.plugin_config_yaml(&config())?
         .host_env_keys(&["ANTHROPIC_KEY_1", "ANTHROPIC_KEY_2"])
-        .add_upstream_filter("anthropic")?
-        .add_http_filters("envoy.filters.http.buffer", JWT_AUTHN)?
-        .first_local_reply_mapper(JWT_REFUSED)?
-        .add_cluster_yaml(IDP_CLUSTER)?;
+        .add_upstream_filter("anthropic")?;
+    add_token_check(&mut b)?;
     b.render(
         HEADER,
         &[

@@ -49,23 +49,27 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-fn claims(email: &str, groups: &[&str]) -> Value {
+pub(crate) fn claims(email: &str, groups: &[&str]) -> Value {
     let now = now_s();
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{email}"), "email": email,
            "groups": groups, "iat": now, "exp": now + 300})
 }
 
+/// A token from the identity provider: `spec` has the claims, `alg`, `kid`, `tamper`.
+pub(crate) fn mint(idp: &VendorMock, spec: Value) -> String {
+    let resp = crate::support::client()
+        .post(idp.url("/token"))
+        .body(spec.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
 impl World {
-    /// A token from the identity provider: `spec` has the claims, `alg`, `kid`, `tamper`.
     fn token(&self, spec: Value) -> String {
-        let resp = crate::support::client()
-            .post(self.idp.url("/token"))
-            .body(spec.to_string())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let v: Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
-        v["token"].as_str().unwrap().to_owned()
+        mint(&self.idp, spec)
     }
 
     fn signed(&self, alg: &str, claims: Value) -> String {

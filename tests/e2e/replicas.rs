@@ -4,9 +4,11 @@
 
 use crate::keys::{POOL_1, POOL_2, Response, assert_refused, body, post};
 use crate::support::anthropic::{self, USAGE};
+use crate::support::bootstrap::{Bootstrap, Upstream, oidc};
 use crate::support::envoy::{self, Gateway, Run};
 use crate::support::mock::{Gate, Mock, Recorded, Reply, Step};
 use crate::support::replicas::{RateLimitServer, Redis};
+use crate::support::vendors::{Kind, VendorMock};
 use claude_gateway::keys::sha256_hex;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -55,14 +57,18 @@ struct Replicas {
 }
 
 fn replica(mock: &Mock, service: &RateLimitServer, fail_closed: bool) -> Gateway {
-    let mut b = envoy::shipped(
+    let b = envoy::shipped(
         "examples/replicas.yaml",
         &[
             ("anthropic", &[mock.port()]),
             ("ratelimit", &[service.port]),
         ],
     );
-    b.plugin_config(&config().to_string());
+    replica_with(b, &config(), fail_closed)
+}
+
+fn replica_with(mut b: Bootstrap, config: &serde_json::Value, fail_closed: bool) -> Gateway {
+    b.plugin_config(&config.to_string());
     if fail_closed {
         assert_eq!(b.replace_value("failure_mode_deny", "false", "true"), 1);
     }
@@ -197,12 +203,17 @@ fn limits_and_budgets_hold_across_two_replicas() {
 
 /// What the interns' request through `gw` cost, from its audit record.
 fn interns_cost(gw: &Gateway) -> u64 {
+    cost_of(gw, "interns")
+}
+
+/// What the first request of `cost_center` through `gw` cost, from its audit record.
+fn cost_of(gw: &Gateway, cost_center: &str) -> u64 {
     let mut cost = None;
     wait_until("the interns' audit record", || {
         cost = gw
             .audit_records()
             .iter()
-            .find(|r| r["cost_center"] == "interns")
+            .find(|r| r["cost_center"] == cost_center)
             .and_then(|r| r["cost_micro_usd"].as_u64());
         cost.is_some()
     });
@@ -329,6 +340,84 @@ fn the_service_down_fails_open_or_closed_as_configured() {
         wait_until("the probe sees it down", || {
             gauge(gw, "global_limits_up") == 0
         });
+        gw.assert_healthy();
+    }
+}
+
+#[test]
+fn a_groups_limits_and_budgets_hold_per_member_across_replicas() {
+    // Identity jwt: a token's consumer is not in the configuration; the descriptors name its
+    // group rule and the member, and the service counts each member by the rule.
+    let idp = VendorMock::start(Kind::Idp, &[]);
+    let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
+    let mut config = config();
+    config["identity"] = json!("jwt");
+    config["jwt"] = json!({"consumer_claim": "email", "groups": [
+        {"group": "eng", "cost_center": "platform",
+         "limits": {"output_tokens_per_minute": USAGE.output}},
+        {"group": "interns", "cost_center": "trainees",
+         "budget": {"daily_usd": INTERNS_DAILY_MICRO_USD as f64 / 1e6}}]});
+    let redis = Redis::start();
+    let service = RateLimitServer::start(&config.to_string(), &redis);
+    let gateway = || {
+        let mut b = envoy::shipped(
+            "examples/replicas.yaml",
+            &[
+                ("anthropic", &[mock.port()]),
+                ("ratelimit", &[service.port]),
+            ],
+        );
+        oidc::add_token_check(&mut b).unwrap();
+        b.upstream("idp", &Upstream::parse(&idp.url("")).unwrap())
+            .unwrap();
+        replica_with(b, &config, false)
+    };
+    let (a, b) = (gateway(), gateway());
+    let token = |email: &str, group: &str| {
+        crate::identity::mint(
+            &idp,
+            json!({"alg": "ES256", "claims": crate::identity::claims(email, &[group])}),
+        )
+    };
+    let ask = |gw: &Gateway, token: &str| {
+        post(
+            gw,
+            &[("authorization", &format!("Bearer {token}"))],
+            &body(MODEL, false),
+        )
+    };
+    let dev = token("dev@example.com", "eng");
+    let colleague = token("colleague@example.com", "eng");
+    assert_eq!(ask(&a, &dev).status, 200);
+    redis.wait_counted("group=eng/output_tokens", USAGE.output as i64);
+    assert_refused_across(
+        &ask(&b, &dev),
+        "output_tokens_per_minute",
+        Some(&format!(
+            "Consumer `dev@example.com` is limited to {} output tokens per minute.",
+            USAGE.output
+        )),
+    );
+    // The limit is per member: a colleague in the same group is served on B.
+    assert_eq!(ask(&b, &colleague).status, 200);
+
+    // An intern's own daily budget: half through A, half through B, then refused on both.
+    let intern = token("intern@example.com", "interns");
+    assert_eq!(ask(&a, &intern).status, 200);
+    let cost = cost_of(&a, "trainees");
+    redis.wait_counted("group=interns/usd_day", cost as i64);
+    assert_eq!(ask(&b, &intern).status, 200);
+    redis.wait_counted("group=interns/usd_day", 2 * cost as i64);
+    for gw in [&a, &b] {
+        let refused = ask(gw, &intern);
+        assert_refused_across(&refused, "consumer_budget_daily", None);
+        assert!(
+            refused
+                .body
+                .contains("daily budget of consumer `intern@example.com`"),
+            "{}",
+            refused.body
+        );
         gw.assert_healthy();
     }
 }
