@@ -100,6 +100,15 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         route: f.route.unwrap_or("none"),
         model: price.map_or("other", |p| p.name.as_str()),
         cost_center: cost_center.unwrap_or("none"),
+        consumer: match f.consumer {
+            None => "none",
+            Some(c) if c.group.is_some() => "other",
+            Some(c) => c.id.as_str(),
+        },
+        group: f
+            .consumer
+            .and_then(|c| c.group.as_deref())
+            .unwrap_or("none"),
     };
     let error_type = ex
         .and_then(|x| x.error_type.clone())

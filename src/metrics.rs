@@ -80,12 +80,16 @@ pub fn cache_skipped(reason: Skip) -> Metric {
 
 /// The labels every request metric carries: the route, the model (a price-table name or
 /// `other`, so a client cannot create series) and, for usage and spend, the cost center of the
-/// consumer (a configured one, or `none`).
+/// consumer (a configured one, or `none`), and on tokens and cost the consumer (a configured
+/// one; a token's consumer is `other`: ids from tokens would be unbounded) and its group rule
+/// (`none` for a virtual key's).
 #[derive(Debug, Clone, Copy)]
 pub struct Labels<'a> {
     pub route: &'a str,
     pub model: &'a str,
     pub cost_center: &'a str,
+    pub consumer: &'a str,
+    pub group: &'a str,
 }
 
 /// Requests by route, model, cost center and status class (`2xx`... or `none` when no response
@@ -112,6 +116,8 @@ pub fn tokens(l: Labels, kind: &str) -> Metric {
             ("route", l.route),
             ("model", l.model),
             ("cost_center", l.cost_center),
+            ("consumer", l.consumer),
+            ("group", l.group),
             ("type", kind),
         ],
     )
@@ -125,6 +131,8 @@ pub fn cost_micro_usd(l: Labels) -> Metric {
             ("route", l.route),
             ("model", l.model),
             ("cost_center", l.cost_center),
+            ("consumer", l.consumer),
+            ("group", l.group),
         ],
     )
 }

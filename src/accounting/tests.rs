@@ -50,6 +50,8 @@ fn a_streamed_request_is_counted_once_per_bucket() {
     let l = "route.anthropic.model.claude-sonnet-4-5";
     let lc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
     assert_eq!(counter(&up, &format!("requests.{lc}.status.2xx")), Some(1));
+    // Tokens and cost name the consumer and its group too (none here).
+    let lc = &format!("{lc}.consumer.none.group.none");
     assert_eq!(counter(&up, &format!("tokens.{lc}.type.input")), Some(10));
     assert_eq!(
         counter(&up, &format!("tokens.{lc}.type.cache_write_5m")),
@@ -146,14 +148,14 @@ fn an_unknown_model_costs_nothing_and_is_counted() {
     assert_eq!(
         counter(
             &up,
-            "cost_micro_usd.route.anthropic.model.other.cost_center.none"
+            "cost_micro_usd.route.anthropic.model.other.cost_center.none.consumer.none.group.none"
         ),
         None
     );
     assert_eq!(
         counter(
             &up,
-            "tokens.route.anthropic.model.other.cost_center.none.type.output"
+            "tokens.route.anthropic.model.other.cost_center.none.consumer.none.group.none.type.output"
         ),
         Some(40)
     );
@@ -236,4 +238,42 @@ fn a_vendor_answer_names_the_vendor_its_attempts_and_its_prices() {
         v["cost_micro_usd"],
         (10.0 * 3.3 + 20.0 * 4.125 + 30.0 * 0.33 + 40.0 * 16.5) as u64
     );
+}
+
+#[test]
+fn a_tokens_consumer_is_other_in_metrics_and_named_in_the_record() {
+    let x = extraction(STREAM);
+    let token = crate::keys::Consumer {
+        id: "dev@example.com".into(),
+        digests: Vec::new(),
+        cost_center: Some("platform".into()),
+        routes: Vec::new(),
+        models: Vec::new(),
+        limits: crate::keys::Limits::default(),
+        budget: Default::default(),
+        group: Some("eng".into()),
+    };
+    let keyed = crate::keys::Consumer {
+        id: "ci-bot".into(),
+        group: None,
+        ..token.clone()
+    };
+    let lc = "route.anthropic.model.claude-sonnet-4-5.cost_center.platform";
+    for (c, labels) in [
+        (&token, "consumer.other.group.eng"),
+        (&keyed, "consumer.ci-bot.group.none"),
+    ] {
+        let f = Finished {
+            consumer: Some(c),
+            ..finished(&x)
+        };
+        let (up, r) = account(&config(), &f);
+        assert_eq!(
+            counter(&up, &format!("tokens.{lc}.{labels}.type.output")),
+            Some(40),
+            "{labels}"
+        );
+        assert_eq!(r.virtual_key.as_deref(), Some(c.id.as_str()));
+        assert_eq!(r.consumer_group, c.group);
+    }
 }

@@ -189,7 +189,7 @@ fn bedrock_serves_the_messages_api_signed_by_envoy_and_streamed_back_as_sse() {
         .map(|r| r["usage"]["output_tokens"].as_u64().unwrap())
         .sum();
     let line = format!(
-        "claude_gateway_tokens{{route=\"sonnet-bedrock\",model=\"claude-sonnet-4-5\",type=\"output\",cost_center=\"none\"}} {output}"
+        "claude_gateway_tokens{{route=\"sonnet-bedrock\",model=\"claude-sonnet-4-5\",type=\"output\",cost_center=\"none\",consumer=\"none\",group=\"none\"}} {output}"
     );
     assert!(prom.contains(&line), "{line} not in\n{prom}");
     assert_secret_free(&gw, &[AWS_SECRET]);

@@ -235,7 +235,10 @@ fn upstream_resets_before_and_after_the_response_head() {
     assert_eq!(counter(&gw, &format!("requests.{m}.status.2xx")), 2);
     assert_eq!(counter(&gw, &format!("requests.{m}.status.5xx")), 1);
     assert_eq!(
-        counter(&gw, &format!("tokens.{m}.type.output")),
+        counter(
+            &gw,
+            &format!("tokens.{m}.consumer.none.group.none.type.output")
+        ),
         USAGE.output
     );
     serves_normally(&gw, &mock, "after");

@@ -171,6 +171,20 @@ fn tokens_of_the_identity_provider_admit_developers_by_group() {
         "general"
     );
     assert_eq!(audit_of(&records, "ci-bot")["consumer_group"], Value::Null);
+    // Metrics name the group; a token's consumer is `other` (ids from tokens are unbounded),
+    // a virtual key's by its id.
+    let prom = w.gw.admin_get("/stats/prometheus").unwrap();
+    let tokens = |l: &str| l.starts_with("claude_gateway_tokens{");
+    assert!(
+        prom.lines()
+            .any(|l| tokens(l) && l.contains("consumer=\"other\",group=\"engineering\"")),
+        "{prom}"
+    );
+    assert!(
+        prom.lines()
+            .any(|l| tokens(l) && l.contains("consumer=\"ci-bot\",group=\"none\""))
+    );
+    assert!(!prom.contains("dev@example.com"));
     // Nothing an operator can read holds a token or a pool key.
     for (place, text) in w.gw.readable_text() {
         for secret in [dev.as_str(), researcher.as_str(), POOL_1, POOL_2] {

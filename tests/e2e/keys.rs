@@ -441,7 +441,7 @@ fn a_budget_spent_by_earlier_requests_refuses_the_next_and_names_the_budget() {
     // Spend per cost center, as Prometheus labels.
     let prom = gw.admin_get("/stats/prometheus").unwrap();
     let line = format!(
-        "claude_gateway_cost_micro_usd{{route=\"anthropic\",model=\"{MODEL}\",cost_center=\"interns\"}} {cost}"
+        "claude_gateway_cost_micro_usd{{route=\"anthropic\",model=\"{MODEL}\",cost_center=\"interns\",consumer=\"intern\",group=\"none\"}} {cost}"
     );
     assert!(prom.contains(&line), "{line} not in:\n{prom}");
     gw.assert_healthy();

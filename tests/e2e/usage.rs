@@ -279,7 +279,7 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
 
     // The counters: exactly the same totals.
     let m = "route.anthropic.model.claude-sonnet-4-5";
-    let mc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
+    let mc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none.consumer.none.group.none";
     let counter = |name: &str| gw.counter(&format!("wasmcustom.claude_gateway.{name}"));
     assert_eq!(
         Counts(
@@ -292,8 +292,9 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
         total
     );
     assert_eq!(counter(&format!("cost_micro_usd.{mc}")), cost);
-    assert_eq!(counter(&format!("requests.{mc}.status.2xx")), 6);
-    assert_eq!(counter(&format!("requests.{mc}.status.4xx")), 1);
+    let m_cc = "route.anthropic.model.claude-sonnet-4-5.cost_center.none";
+    assert_eq!(counter(&format!("requests.{m_cc}.status.2xx")), 6);
+    assert_eq!(counter(&format!("requests.{m_cc}.status.4xx")), 1);
     assert_eq!(counter("usage_extraction.status.complete"), 4);
     assert_eq!(counter("usage_extraction.status.partial"), 3);
     assert_eq!(
@@ -307,7 +308,7 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
     let prometheus = gw.admin_get("/stats/prometheus").unwrap();
     assert!(
         prometheus.contains(&format!(
-            "claude_gateway_tokens{{route=\"anthropic\",model=\"claude-sonnet-4-5\",type=\"cache_read\",cost_center=\"none\"}} {}",
+            "claude_gateway_tokens{{route=\"anthropic\",model=\"claude-sonnet-4-5\",type=\"cache_read\",cost_center=\"none\",consumer=\"none\",group=\"none\"}} {}",
             total.3
         )),
         "{prometheus}"
