@@ -229,12 +229,22 @@ fn bad_and_forged_tokens_are_refused_before_the_upstream() {
             r.body
         );
     }
-    // Neither a token nor a key: the gateway's own 401.
-    assert_refused(
-        &post(&w.gw, &[], &body(SONNET, false)),
-        401,
-        "authentication_error",
-    );
+    // Neither a token nor a key: the gateway's own 401, forged claim headers or not.
+    let forged = json!({"email": "ceo@example.com", "groups": ["ml-research"]}).to_string();
+    for headers in [
+        vec![],
+        vec![
+            ("x-jwt-payload", forged.as_str()),
+            ("jwt_payload", forged.as_str()),
+            ("x-claude-gateway-consumer", "ceo@example.com"),
+        ],
+    ] {
+        assert_refused(
+            &post(&w.gw, &headers, &body(SONNET, false)),
+            401,
+            "authentication_error",
+        );
+    }
     assert!(
         w.mock.requests().is_empty(),
         "a refused request went upstream"
@@ -243,7 +253,6 @@ fn bad_and_forged_tokens_are_refused_before_the_upstream() {
     // A client cannot claim what its token does not say: headers that look like claims or
     // descriptors change nothing (engineering still may not use Opus).
     let dev = w.signed("RS256", claims("dev@example.com", &["engineering"]));
-    let forged = json!({"email": "ceo@example.com", "groups": ["ml-research"]}).to_string();
     let r = w.ask(
         &dev,
         OPUS,
@@ -268,7 +277,8 @@ fn a_developers_budget_runs_out_and_the_provider_rotates_its_keys() {
         "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
                           "auth": "x-api-key"},
         "jwt": {"consumer_claim": "email", "groups": [
-            {"group": "engineering", "cost_center": "platform", "budget": {"daily_usd": 0.0001}}]},
+            {"group": "engineering", "cost_center": "platform", "budget": {"daily_usd": 0.0001}},
+            {"group": "ops", "cost_center": "platform"}]},
     });
     let w = world(Some(config), "1s");
     let dev = w.signed("RS256", claims("dev@example.com", &["engineering"]));
@@ -294,13 +304,16 @@ fn a_developers_budget_runs_out_and_the_provider_rotates_its_keys() {
     // Rotation: the provider publishes new keys next to the old, then signs with them; Envoy
     // refetches the JWKS (cache 1 s here) and tokens of both are accepted, none refused on
     // the way. Then the old keys are withdrawn: their tokens are refused.
-    let fresh_user = claims("fresh@example.com", &["engineering"]);
+    let fresh_user = claims("fresh@example.com", &["ops"]);
     let old_token = w.signed("RS256", fresh_user.clone());
     let kids = w.rotate(true);
     assert_eq!(kids, ["ec-1", "ec-2", "rsa-1", "rsa-2"]);
     let new_token = w.token(json!({"alg": "RS256", "kid": "rsa-2", "claims": fresh_user}));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
+        // Requests with the old key's token keep being served all along.
+        let old = w.ask(&old_token, "claude-haiku-4-5", &[]);
+        assert_eq!(old.status, 200, "during the rotation: {}", old.body);
         let status = w.ask(&new_token, "claude-haiku-4-5", &[]).status;
         if status == 200 {
             break;
