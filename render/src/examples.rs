@@ -545,34 +545,33 @@ fn replica_descriptors() -> String {
     out
 }
 
-/// Fail-closed (`failure_mode_deny: true`) and the service unreachable: a 503 in the API's
-/// envelope that says why.
-const LIMITS_UNCHECKED_REPLY: &str = r#"
+/// A local-reply mapper for Envoy's own replies whose response code details match the CEL
+/// `condition`: the API's error envelope of `error_type` with `message` (Envoy's body is
+/// `%LOCAL_REPLY_BODY%`), and the status changed to `status` when given.
+pub(crate) fn envelope_mapper(
+    condition: &str,
+    status: Option<u16>,
+    error_type: &str,
+    message: &str,
+) -> String {
+    let status = status
+        .map(|s| format!("status_code: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
 filter:
   extension_filter:
     name: envoy.access_loggers.extension_filters.cel
     typed_config:
       "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-      expression: "response.code_details == 'rate_limiter_error'"
-body_format_override:
+      expression: "{condition}"
+{status}body_format_override:
   json_format:
     type: error
-    error: {type: api_error, message: "The gateway cannot check limits and budgets: its rate-limit service is unavailable."}
-"#;
-
-/// The service's refusal names what ran out (its message), in the API's envelope.
-const RATE_LIMITED_REPLY: &str = r#"
-filter:
-  extension_filter:
-    name: envoy.access_loggers.extension_filters.cel
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-      expression: "response.code_details == 'request_rate_limited'"
-body_format_override:
-  json_format:
-    type: error
-    error: {type: rate_limit_error, message: "%LOCAL_REPLY_BODY%"}
-"#;
+    error: {{type: {error_type}, message: "{message}"}}
+"#
+    )
+}
 
 const RATELIMIT_CLUSTER: &str = r#"
 name: ratelimit
@@ -609,8 +608,20 @@ pub fn replicas_bootstrap(base: &str) -> Result<(Bootstrap, Vec<Comment<'static>
             &["messages", "count_tokens", "passthrough"],
             &replica_descriptors(),
         )?
-        .first_local_reply_mapper(LIMITS_UNCHECKED_REPLY)?
-        .first_local_reply_mapper(RATE_LIMITED_REPLY)?
+        // Fail-closed and the service unreachable: a 503 that says why.
+        .first_local_reply_mapper(&envelope_mapper(
+            "response.code_details == 'rate_limiter_error'",
+            None,
+            "api_error",
+            "The gateway cannot check limits and budgets: its rate-limit service is unavailable.",
+        ))?
+        // The service's refusal names what ran out (its message).
+        .first_local_reply_mapper(&envelope_mapper(
+            "response.code_details == 'request_rate_limited'",
+            None,
+            "rate_limit_error",
+            "%LOCAL_REPLY_BODY%",
+        ))?
         .add_cluster_yaml(RATELIMIT_CLUSTER)?;
     let [env, upstream] = VIRTUAL_KEYS_COMMENTS;
     Ok((

@@ -43,22 +43,6 @@ const JWT_AUTHN: &str = r#"
           requirements: [{provider_name: corp}, {allow_missing: {}}]
 "#;
 
-/// jwt_authn's refusals (401, and 403 for an audience it does not accept) in the API's
-/// envelope: every one is an authentication error to the client.
-const JWT_REFUSED: &str = r#"
-filter:
-  extension_filter:
-    name: envoy.access_loggers.extension_filters.cel
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-      expression: "response.code_details.startsWith('jwt_authn_access_denied')"
-status_code: 401
-body_format_override:
-  json_format:
-    type: error
-    error: {type: authentication_error, message: "The token was refused: %LOCAL_REPLY_BODY%"}
-"#;
-
 /// The identity provider, for the JWKS: TLS with its name checked, HTTP/1.1.
 const IDP_CLUSTER: &str = r#"
 name: idp
@@ -134,7 +118,14 @@ budgets:
 /// identity provider's cluster); the tests add it to other bootstraps too.
 pub fn add_token_check(b: &mut Bootstrap) -> Result<&mut Bootstrap, String> {
     b.add_http_filters("envoy.filters.http.buffer", JWT_AUTHN)?
-        .first_local_reply_mapper(JWT_REFUSED)?
+        // jwt_authn's refusals (401, and 403 for an audience it does not accept): every one is
+        // an authentication error to the client.
+        .first_local_reply_mapper(&crate::examples::envelope_mapper(
+            "response.code_details.startsWith('jwt_authn_access_denied')",
+            Some(401),
+            "authentication_error",
+            "The token was refused: %LOCAL_REPLY_BODY%",
+        ))?
         .add_cluster_yaml(IDP_CLUSTER)
 }
 
