@@ -222,7 +222,7 @@ impl Service {
             matches!(item.action, Action::Check).then(|| async move {
                 Ok::<_, limitador::errors::LimitadorError>((
                     i,
-                    self.check(limiter, p, 1, now).await?,
+                    self.ask(limiter, p, 1, false, now).await?,
                 ))
             })
         });
@@ -239,12 +239,8 @@ impl Service {
                 return None;
             };
             Some(async move {
-                let out = if refused {
-                    // The call is refused anyway: where this counter stands, nothing counted.
-                    self.check(limiter, p, n, now).await?
-                } else {
-                    self.count(limiter, p, n, now).await?
-                };
+                // The call is refused anyway: where this counter stands, nothing counted.
+                let out = self.ask(limiter, p, n, !refused, now).await?;
                 Ok::<_, limitador::errors::LimitadorError>((i, out))
             })
         });
@@ -256,45 +252,31 @@ impl Service {
         Ok(outcomes)
     }
 
-    /// Whether `n` more would pass the limit, counting nothing: limitador's check-and-update
-    /// with a delta of 0 reads the counter (value and TTL) and adds nothing.
-    async fn check(
+    /// Whether `n` more would pass the limit, counting them when `count` (not when that would
+    /// pass it) or nothing at all: limitador's check-and-update with a delta of `n`, or of 0,
+    /// which reads the counter (value and TTL) and adds nothing.
+    async fn ask(
         &self,
         limiter: &AsyncRateLimiter,
         p: &Parsed,
         n: i64,
+        count: bool,
         now: u64,
     ) -> Result<Outcome, limitador::errors::LimitadorError> {
         let (ns, values) = self.counter(p);
+        let delta = if count { n } else { 0 };
         let r = limiter
-            .check_rate_limited_and_update(&ns, &values, 0, true)
+            .check_rate_limited_and_update(&ns, &values, delta, true)
             .await?;
         let counter = r.counters.first();
-        let remaining = counter.and_then(Counter::remaining).unwrap_or(i64::MAX);
-        Ok(self.outcome(p, remaining < n, remaining, counter, now))
-    }
-
-    /// Counts `n` unless that would pass the limit (then nothing is counted).
-    async fn count(
-        &self,
-        limiter: &AsyncRateLimiter,
-        p: &Parsed,
-        n: i64,
-        now: u64,
-    ) -> Result<Outcome, limitador::errors::LimitadorError> {
-        let (ns, values) = self.counter(p);
-        let r = limiter
-            .check_rate_limited_and_update(&ns, &values, n, true)
-            .await?;
-        let counter = r.counters.first();
-        // limitador reports what would remain after `n`; refused, nothing was taken.
-        let after = counter.and_then(Counter::remaining).unwrap_or(i64::MAX);
-        let remaining = if r.limited {
-            after.saturating_add(n)
-        } else {
-            after
+        // limitador reports what would remain after the delta; refused, nothing was taken.
+        let left = counter.and_then(Counter::remaining).unwrap_or(i64::MAX);
+        let (over, remaining) = match (count, r.limited) {
+            (true, true) => (true, left.saturating_add(n)),
+            (true, false) => (false, left),
+            (false, _) => (left < n, left),
         };
-        Ok(self.outcome(p, r.limited, remaining, counter, now))
+        Ok(self.outcome(p, over, remaining, counter, now))
     }
 
     fn counter(&self, p: &Parsed) -> (Namespace, HashMap<String, String>) {

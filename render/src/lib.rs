@@ -713,6 +713,10 @@ impl Bootstrap {
             // and mock speaks. (A cluster that was plain already keeps its protocol: gRPC.)
             let options = key(c, "typed_extension_protocol_options");
             let http = key(options, HTTP_OPTIONS);
+            // A cluster that had no protocol options gets them whole (an Any needs its type).
+            if http.get("@type").is_none() {
+                *key(http, "@type") = Value::from(format!("type.googleapis.com/{HTTP_OPTIONS}"));
+            }
             // `auto_config` needs TLS (ALPN); a plain upstream gets HTTP/1.1 explicitly.
             map(http).remove("auto_config");
             *key(http, "explicit_http_config") =

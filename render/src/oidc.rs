@@ -43,7 +43,7 @@ const JWT_AUTHN: &str = r#"
           requirements: [{provider_name: corp}, {allow_missing: {}}]
 "#;
 
-/// The identity provider, for the JWKS: TLS with its name checked, HTTP/1.1.
+/// The identity provider, for the JWKS: TLS with its name checked (HTTP/1.1, Envoy's default).
 const IDP_CLUSTER: &str = r#"
 name: idp
 type: LOGICAL_DNS
@@ -55,10 +55,6 @@ load_assignment:
   - lb_endpoints:
     - endpoint:
         address: {socket_address: {address: idp.example.com, port_value: 443}}
-typed_extension_protocol_options:
-  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    explicit_http_config: {http_protocol_options: {}}
 transport_socket:
   name: envoy.transport_sockets.tls
   typed_config:

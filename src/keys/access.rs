@@ -5,11 +5,10 @@
 use super::limits::{Bucket, Period, Spend};
 use super::pool::{self, KeyState, Observed, Pool};
 use super::refusals::{Holder, Refusal, retry_after_seconds};
-use super::{Consumer, SharedStore, update};
+use super::{Caller, Consumer, SharedStore, update};
 use crate::config::Config;
 use crate::plan::Reply;
 use crate::routing::Route;
-use std::borrow::Cow;
 
 /// A refusal, answered locally in the API's error envelope.
 pub type Denied = Reply;
@@ -180,22 +179,22 @@ fn check_limits(c: &Consumer, store: &dyn SharedStore, now: u64) -> Result<(), D
 
 /// Who is calling on `route`: nobody in particular on a passthrough route; on a virtual-key
 /// route the consumer whose key was presented, or a 401.
-pub fn identify<'c>(
-    config: &'c Config,
+pub fn identify(
+    config: &Config,
     route: &Route,
     presented: &[&str],
     claims: Option<&serde_json::Value>,
-) -> Result<Option<Cow<'c, Consumer>>, Denied> {
+) -> Result<Option<Caller>, Denied> {
     if !route.virtual_keys {
         return Ok(None);
     }
     // A verified token first (Envoy checked it; the claims are in its metadata, which no
     // client can write), then a virtual key.
     if let (true, Some(jwt), Some(claims)) = (route.jwt, &config.jwt, claims) {
-        return super::jwt::consumer(jwt, claims).map(|c| Some(Cow::Owned(c)));
+        return super::jwt::consumer(jwt, claims).map(|c| Some(Caller::Token(c.into())));
     }
     match super::authenticate(&config.consumers, presented) {
-        Some(consumer) => Ok(Some(Cow::Borrowed(consumer))),
+        Some(i) => Ok(Some(Caller::Configured(i))),
         None => Err(Denied {
             status: 401,
             error_type: "authentication_error",

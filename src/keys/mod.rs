@@ -129,12 +129,29 @@ pub fn presented<'a>(x_api_key: Option<&'a str>, authorization: Option<&'a str>)
         .collect()
 }
 
-/// The consumer one of the presented keys belongs to.
-pub fn authenticate<'a>(consumers: &'a [Consumer], keys: &[&str]) -> Option<&'a Consumer> {
+/// The consumer one of the presented keys belongs to (its index in `consumers`).
+pub fn authenticate(consumers: &[Consumer], keys: &[&str]) -> Option<usize> {
     keys.iter().find_map(|k| {
         let digest = sha256_hex(k);
-        consumers.iter().find(|c| c.digests.contains(&digest))
+        consumers.iter().position(|c| c.digests.contains(&digest))
     })
+}
+
+/// Who a request's consumer is: one of the configuration's (a virtual key's, by index), or
+/// one a verified token's claims made. Cheap to clone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    Configured(usize),
+    Token(std::rc::Rc<Consumer>),
+}
+
+impl Caller {
+    pub fn get<'a>(&'a self, consumers: &'a [Consumer]) -> Option<&'a Consumer> {
+        match self {
+            Caller::Configured(i) => consumers.get(*i),
+            Caller::Token(c) => Some(c),
+        }
+    }
 }
 
 #[cfg(test)]

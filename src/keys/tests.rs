@@ -63,7 +63,7 @@ fn consumer(id: &str, key: &str) -> Consumer {
 fn authenticates_by_digest_from_either_header() {
     let cs = [consumer("alice", "vk-alice"), consumer("bob", "vk-bob")];
     let id = |x: Option<&str>, auth: Option<&str>| {
-        authenticate(&cs, &presented(x, auth)).map(|c| c.id.clone())
+        authenticate(&cs, &presented(x, auth)).map(|i| cs[i].id.clone())
     };
     assert_eq!(id(Some("vk-alice"), None).as_deref(), Some("alice"));
     assert_eq!(id(None, Some("Bearer vk-bob")).as_deref(), Some("bob"));

@@ -269,17 +269,14 @@ fn bad_and_forged_tokens_are_refused_before_the_upstream() {
 
 #[test]
 fn a_developers_budget_runs_out_and_the_provider_rotates_its_keys() {
-    let config = json!({
-        "identity": "jwt",
-        "key_pools": {"anthropic": {"keys": [
-            {"alias": "team-key-1", "env": "ANTHROPIC_KEY_1"},
-            {"alias": "team-key-2", "env": "ANTHROPIC_KEY_2"}]}},
-        "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
-                          "auth": "x-api-key"},
-        "jwt": {"consumer_claim": "email", "groups": [
-            {"group": "engineering", "cost_center": "platform", "budget": {"daily_usd": 0.0001}},
-            {"group": "ops", "cost_center": "platform"}]},
-    });
+    let config = crate::keys::pooled(
+        "jwt",
+        json!({
+            "jwt": {"consumer_claim": "email", "groups": [
+                {"group": "engineering", "cost_center": "platform", "budget": {"daily_usd": 0.0001}},
+                {"group": "ops", "cost_center": "platform"}]},
+        }),
+    );
     let w = world(Some(config), "1s");
     let dev = w.signed("RS256", claims("dev@example.com", &["engineering"]));
     let other = w.signed("ES256", claims("other@example.com", &["engineering"]));

@@ -50,14 +50,27 @@ impl Limited {
     }
 }
 
-fn test_config() -> String {
-    json!({
-        "identity": "virtual",
+/// The tests' virtual-keys configuration: two pool keys in Envoy's environment and a default
+/// route that swaps the caller's credential for one; `rest` adds consumers, budgets, `jwt`...
+pub(crate) fn pooled(identity: &str, rest: Value) -> Value {
+    let mut config = json!({
+        "identity": identity,
         "key_pools": {"anthropic": {"keys": [
             {"alias": "team-key-1", "env": "ANTHROPIC_KEY_1"},
             {"alias": "team-key-2", "env": "ANTHROPIC_KEY_2"}]}},
         "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
                           "auth": "x-api-key"},
+    });
+    if let (Some(c), Value::Object(rest)) = (config.as_object_mut(), rest) {
+        c.extend(rest);
+    }
+    config
+}
+
+fn test_config() -> String {
+    crate::keys::pooled(
+    "virtual",
+    json!({
         "consumers": [
             {"id": "alice", "key_sha256": [sha256_hex(ALICE)], "cost_center": "platform"},
             {"id": "bot", "key_sha256": [sha256_hex(BOT)], "cost_center": "ci",
@@ -67,7 +80,7 @@ fn test_config() -> String {
             {"id": "intern", "key_sha256": [sha256_hex(INTERN)], "cost_center": "interns"},
         ],
         "budgets": {"interns": {"daily_usd": 0.0001}},
-    })
+    }))
     .to_string()
 }
 

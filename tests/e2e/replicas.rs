@@ -25,26 +25,23 @@ const MODEL: &str = "claude-sonnet-4-5";
 const INTERNS_DAILY_MICRO_USD: u64 = 200;
 
 fn config() -> serde_json::Value {
-    json!({
-        "identity": "virtual",
-        "key_pools": {"anthropic": {"keys": [
-            {"alias": "team-key-1", "env": "ANTHROPIC_KEY_1"},
-            {"alias": "team-key-2", "env": "ANTHROPIC_KEY_2"}]}},
-        "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
-                          "auth": "x-api-key"},
-        "consumers": [
-            {"id": "alice", "key_sha256": [sha256_hex(ALICE)], "cost_center": "platform",
-             "limits": {"output_tokens_per_minute": USAGE.output}},
-            {"id": "bot", "key_sha256": [sha256_hex(BOT)], "cost_center": "ci",
-             "limits": {"requests_per_minute": 3}},
-            {"id": "intern", "key_sha256": [sha256_hex(INTERN)], "cost_center": "interns"},
-            {"id": "heavy", "key_sha256": [sha256_hex(HEAVY)], "cost_center": "ci",
-             "limits": {"input_tokens_per_minute": 10}},
-        ],
-        "budgets": {"interns": {"daily_usd": INTERNS_DAILY_MICRO_USD as f64 / 1e6,
-                                 "monthly_usd": 1}},
-        "global_limits": {"enabled": true, "cluster": "ratelimit", "probe_seconds": 1},
-    })
+    crate::keys::pooled(
+        "virtual",
+        json!({
+            "consumers": [
+                {"id": "alice", "key_sha256": [sha256_hex(ALICE)], "cost_center": "platform",
+                 "limits": {"output_tokens_per_minute": USAGE.output}},
+                {"id": "bot", "key_sha256": [sha256_hex(BOT)], "cost_center": "ci",
+                 "limits": {"requests_per_minute": 3}},
+                {"id": "intern", "key_sha256": [sha256_hex(INTERN)], "cost_center": "interns"},
+                {"id": "heavy", "key_sha256": [sha256_hex(HEAVY)], "cost_center": "ci",
+                 "limits": {"input_tokens_per_minute": 10}},
+            ],
+            "budgets": {"interns": {"daily_usd": INTERNS_DAILY_MICRO_USD as f64 / 1e6,
+                                     "monthly_usd": 1}},
+            "global_limits": {"enabled": true, "cluster": "ratelimit", "probe_seconds": 1},
+        }),
+    )
 }
 
 /// Redis, the service, the upstream mock and two replicas; `deny` makes replica B fail closed.

@@ -23,19 +23,16 @@ const MODEL: &str = "claude-sonnet-4-5";
 /// Virtual keys with a two-key pool: alice (cost center `platform`) may use every model, bot
 /// (cost center `ci`) only Haiku.
 fn virtual_keys_config() -> String {
-    json!({
-        "identity": "virtual",
-        "key_pools": {"anthropic": {"keys": [
-            {"alias": "team-key-1", "env": "ANTHROPIC_KEY_1"},
-            {"alias": "team-key-2", "env": "ANTHROPIC_KEY_2"}]}},
-        "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic",
-                          "auth": "x-api-key"},
-        "consumers": [
-            {"id": "alice", "key_sha256": [sha256_hex(ALICE)], "cost_center": "platform"},
-            {"id": "bot", "key_sha256": [sha256_hex(BOT)], "cost_center": "ci",
-             "models": ["claude-haiku-*"]},
-        ],
-    })
+    crate::keys::pooled(
+        "virtual",
+        json!({
+            "consumers": [
+                {"id": "alice", "key_sha256": [sha256_hex(ALICE)], "cost_center": "platform"},
+                {"id": "bot", "key_sha256": [sha256_hex(BOT)], "cost_center": "ci",
+                 "models": ["claude-haiku-*"]},
+            ],
+        }),
+    )
     .to_string()
 }
 

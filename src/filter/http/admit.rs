@@ -1,7 +1,7 @@
 //! Who may send the request and with which upstream key (virtual keys, limits, budgets), and
 //! what the upstream instance needs per attempt.
 
-use super::{Caller, Http};
+use super::Http;
 use crate::config::Config;
 use crate::filter::effects;
 use crate::filter::host;
@@ -14,7 +14,6 @@ use crate::plan::{self, HeaderOp, Reply};
 use crate::request::Endpoint;
 use crate::routing::Route;
 use crate::session;
-use std::borrow::Cow;
 
 /// Descriptor inputs for Envoy's global rate-limit filter, set after authentication.
 const CONSUMER_HEADER: &str = "x-claude-gateway-consumer";
@@ -41,21 +40,14 @@ impl Http {
         };
         let consumer = access::identify(config, route, &presented, claims.as_ref())?;
         let mut ops = Vec::new();
-        let Some(c) = consumer else {
+        let Some(c) = consumer.as_ref().and_then(|c| c.get(&config.consumers)) else {
             // Rate-limit descriptors come from the gateway only, never from a client.
             ops.push(HeaderOp::Remove(CONSUMER_HEADER));
             ops.push(HeaderOp::Remove(COST_CENTER_HEADER));
             return Ok(ops);
         };
         // Known from here on: refusals below are recorded against the consumer.
-        self.seen.consumer = Some(match &c {
-            Cow::Borrowed(known) => match config.consumers.iter().position(|x| x.id == known.id) {
-                Some(i) => Caller::Configured(i),
-                None => Caller::Token(Box::new((*known).clone())),
-            },
-            Cow::Owned(made) => Caller::Token(Box::new(made.clone())),
-        });
-        let c: &keys::Consumer = &c;
+        self.seen.consumer = consumer.clone();
         let asks = match self.seen.endpoint {
             Some(_) => Asks::Model(self.seen.model.as_deref()),
             None => Asks::Other,

@@ -24,22 +24,6 @@ use proxy_wasm::types::Action;
 use std::rc::Rc;
 
 /// What is known about the request for its audit record.
-/// Who a request's consumer is: one of the configuration's (by index: a virtual key), or one
-/// a verified token's claims made.
-pub(super) enum Caller {
-    Configured(usize),
-    Token(Box<crate::keys::Consumer>),
-}
-
-impl Caller {
-    pub(super) fn get<'a>(&'a self, config: &'a Config) -> Option<&'a crate::keys::Consumer> {
-        match self {
-            Caller::Configured(i) => config.consumers.get(*i),
-            Caller::Token(c) => Some(c),
-        }
-    }
-}
-
 #[derive(Default)]
 struct Seen {
     endpoint: Option<Endpoint>,
@@ -55,7 +39,7 @@ struct Seen {
     /// The error type of a reply the gateway sent itself.
     local_error: Option<&'static str>,
     /// The consumer the request was admitted as.
-    consumer: Option<Caller>,
+    consumer: Option<keys::Caller>,
     /// Pool and key indexes of the upstream key of the first attempt.
     key: Option<(usize, usize)>,
     /// Alias of the key that served the final response.
@@ -369,7 +353,11 @@ impl HttpContext for Http {
         self.note_key(&config, &headers);
         let Some(endpoint) = self.seen.endpoint else {
             // The models list, as a consumer limited to some models may see it.
-            let limited = self.seen.consumer.as_ref().and_then(|c| c.get(&config));
+            let limited = self
+                .seen
+                .consumer
+                .as_ref()
+                .and_then(|c| c.get(&config.consumers));
             if let Some(c) = limited.filter(|c| !c.models.is_empty()) {
                 if self.status == Some(200)
                     && keys::models::is_list(&self.seen.method, &self.seen.path)

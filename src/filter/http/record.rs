@@ -130,7 +130,7 @@ impl Http {
             session_header: s.session_header.as_deref(),
             body_issue: s.body_issue,
             local_error: s.local_error,
-            consumer: s.consumer.as_ref().and_then(|c| c.get(&config)),
+            consumer: s.consumer.as_ref().and_then(|c| c.get(&config.consumers)),
             key_alias: s.key_alias.as_deref(),
             markers_added: s.markers_added,
             route: s.route.as_deref(),

@@ -2,7 +2,6 @@ use super::*;
 use crate::config::parse_with_env;
 use crate::keys::sha256_hex;
 use crate::keys::tests::Memory;
-use std::borrow::Cow;
 
 const NOW: u64 = 1_795_000_000_000;
 
@@ -31,9 +30,10 @@ fn admit_as<'c>(
     now: u64,
 ) -> Result<(&'c str, usize), Denied> {
     let route = &c.routes.default;
-    let Some(Cow::Borrowed(consumer)) = identify(c, route, &[key], None)? else {
+    let Some(Caller::Configured(i)) = identify(c, route, &[key], None)? else {
         panic!("a virtual key's consumer is the configuration's");
     };
+    let consumer = &c.consumers[i];
     let (_, k) = admit(c, route, consumer, asks, Some("s1"), store, now)?.unwrap();
     Ok((consumer.id.as_str(), k))
 }
@@ -172,7 +172,7 @@ fn tokens_name_consumers_by_claim_and_groups_set_their_policy() {
     let c = jwt_config();
     let route = &c.routes.default;
     let claims = serde_json::json!({"email": "dev@example.com", "groups": ["ml"]});
-    let Some(Cow::Owned(dev)) = identify(&c, route, &[], Some(&claims)).unwrap() else {
+    let Some(Caller::Token(dev)) = identify(&c, route, &[], Some(&claims)).unwrap() else {
         panic!("a token's consumer is made from its claims");
     };
     assert_eq!(
@@ -188,11 +188,17 @@ fn tokens_name_consumers_by_claim_and_groups_set_their_policy() {
     // The catch-all group may use Haiku only.
     let other = serde_json::json!({"email": "pm@example.com", "groups": ["sales"]});
     let pm = identify(&c, route, &[], Some(&other)).unwrap().unwrap();
-    let d = admit(&c, route, &pm, OPUS, None, &store, NOW).unwrap_err();
+    let pm = pm.get(&c.consumers).unwrap();
+    let d = admit(&c, route, pm, OPUS, None, &store, NOW).unwrap_err();
     assert_eq!((d.status, d.error_type), (403, "permission_error"));
     // No token: a virtual key still works on the same route; neither: 401.
     assert_eq!(
-        identify(&c, route, &["vk-ci"], None).unwrap().unwrap().id,
+        identify(&c, route, &["vk-ci"], None)
+            .unwrap()
+            .unwrap()
+            .get(&c.consumers)
+            .unwrap()
+            .id,
         "ci-bot"
     );
     let d = identify(&c, route, &["sk-ant-not-ours"], None).unwrap_err();
@@ -205,14 +211,19 @@ fn a_developers_own_budget_is_kept_apart_from_the_cost_centers() {
     let route = &c.routes.default;
     let store = Memory::default();
     let token = |email: &str| serde_json::json!({"email": email, "groups": ["ml"]});
-    let dev = identify(&c, route, &[], Some(&token("dev@example.com")))
-        .unwrap()
-        .unwrap();
-    let other = identify(&c, route, &[], Some(&token("other@example.com")))
-        .unwrap()
-        .unwrap();
-    settle(&c, &dev, 0, 0, 2_000, &store, NOW);
-    let d = admit(&c, route, &dev, OPUS, None, &store, NOW).unwrap_err();
+    let caller = |claims: Option<&serde_json::Value>, keys: &[&str]| {
+        identify(&c, route, keys, claims).unwrap().unwrap()
+    };
+    let (dev, other) = (
+        caller(Some(&token("dev@example.com")), &[]),
+        caller(Some(&token("other@example.com")), &[]),
+    );
+    let (dev, other) = (
+        dev.get(&c.consumers).unwrap(),
+        other.get(&c.consumers).unwrap(),
+    );
+    settle(&c, dev, 0, 0, 2_000, &store, NOW);
+    let d = admit(&c, route, dev, OPUS, None, &store, NOW).unwrap_err();
     assert_eq!((d.status, d.reason()), (429, "consumer_budget_daily"));
     assert!(
         d.message
@@ -221,11 +232,12 @@ fn a_developers_own_budget_is_kept_apart_from_the_cost_centers() {
         d.message
     );
     // The same group, another developer: their own budget, untouched.
-    assert!(admit(&c, route, &other, OPUS, None, &store, NOW).is_ok());
+    assert!(admit(&c, route, other, OPUS, None, &store, NOW).is_ok());
     // A virtual key's consumer has its own budget too.
-    let bot = identify(&c, route, &["vk-ci"], None).unwrap().unwrap();
-    settle(&c, &bot, 0, 0, 1_000, &store, NOW);
-    let d = admit(&c, route, &bot, OPUS, None, &store, NOW).unwrap_err();
+    let bot = caller(None, &["vk-ci"]);
+    let bot = bot.get(&c.consumers).unwrap();
+    settle(&c, bot, 0, 0, 1_000, &store, NOW);
+    let d = admit(&c, route, bot, OPUS, None, &store, NOW).unwrap_err();
     assert_eq!(d.reason(), "consumer_budget_daily");
 }
 
