@@ -36,11 +36,14 @@ fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let config = config::parse(b"{}").unwrap();
+    // The rewrite without and with the secret detector (on by default, in audit mode).
+    let config = config::parse(br#"{"secrets":{"enabled":false}}"#).unwrap();
+    let audited = config::parse(b"{}").unwrap();
+    let detector = audited.secrets.as_ref().unwrap();
     let budget = Duration::from_millis(1000);
     println!(
-        "{:>10} {:>14} {:>14} {:>14}",
-        "body", "scan MB/s", "inspect MB/s", "rewrite MB/s"
+        "{:>10} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "body", "scan MB/s", "inspect MB/s", "+secrets MB/s", "rewrite MB/s", "+secrets MB/s"
     );
     let mut rows = Vec::new();
     for (label, size) in [
@@ -55,21 +58,52 @@ fn main() {
         let inspect = throughput(body.len(), budget, || {
             black_box(request::inspect(black_box(&body), true)).unwrap();
         });
-        let rewrite = throughput(body.len(), budget, || {
-            let p = plan::plan(
-                &config,
-                request::Endpoint::Messages,
-                "/v1/messages",
-                Some(black_box(&body)),
-                &mut |_| None,
-            );
-            black_box(splice::apply_prefix(&body, &p.cache.edits));
+        let secrets = throughput(body.len(), budget, || {
+            let f = request::inspect_with(black_box(&body), true, None, Some(detector)).unwrap();
+            assert!(f.secrets.is_empty());
+            black_box(f);
         });
-        println!("{label:>10} {scan:>14.0} {inspect:>14.0} {rewrite:>14.0}");
+        let plain = throughput(body.len(), budget, || rewrite(&config, &body));
+        let audit = throughput(body.len(), budget, || rewrite(&audited, &body));
+        println!(
+            "{label:>10} {scan:>14.0} {inspect:>14.0} {secrets:>14.0} {plain:>14.0} {audit:>14.0}"
+        );
         rows.push(format!(
-            r#"{{"body":"{label}","scan_mbs":{scan:.0},"inspect_mbs":{inspect:.0},"rewrite_mbs":{rewrite:.0}}}"#
+            r#"{{"body":"{label}","scan_mbs":{scan:.0},"inspect_mbs":{inspect:.0},"secrets_mbs":{secrets:.0},"rewrite_mbs":{plain:.0},"audit_rewrite_mbs":{audit:.0}}}"#
         ));
     }
+    // The detector alone, over the strings of the 512 KiB body as the scanner shows them.
+    let body = bodies::claude_code("claude-opus-4-8", true, 512 << 10);
+    let mut strings = Strings(Vec::new());
+    let mut s = json::Scanner::observed(&body, &mut strings);
+    s.value().unwrap();
+    let spans = strings.0;
+    let detect = throughput(body.len(), budget, || {
+        let mut found = Vec::new();
+        for span in &spans {
+            detector.scan(black_box(&body), *span, &mut found);
+        }
+        assert!(found.is_empty());
+    });
+    println!(
+        "{:>10} {detect:>14.0} MB/s  secret detector alone, {} strings",
+        "512 KiB",
+        spans.len()
+    );
+    let flat = "test result: ok. 42 passed; 0 failed tat src/lib.rs:10 ok ".repeat(10000);
+    let whole = json::Span {
+        start: 0,
+        end: flat.len(),
+    };
+    let raw = throughput(flat.len(), budget, || {
+        let mut found = Vec::new();
+        detector.scan(black_box(flat.as_bytes()), whole, &mut found);
+        assert!(found.is_empty());
+    });
+    println!(
+        "{:>10} {raw:>14.0} MB/s  secret detector, one string",
+        "600 KiB"
+    );
     // The framer sees the stream in the pieces Envoy hands over (16 KiB reads here).
     let stream = bodies::sse_answer("claude-opus-4-8", 200, |i| format!("token {i} ")).concat();
     let sse = throughput(stream.len(), budget, || {
@@ -117,11 +151,32 @@ fn main() {
     );
     // The summary (`benches/summary.py`) reads this line; `wasm32-wasip1` has no file system here.
     println!(
-        r#"JSON {{"requests":[{}],"sse_mbs":{sse:.0},"sse_bytes":{},"eventstream_mbs":{es:.0},"eventstream_bytes":{}}}"#,
+        r#"JSON {{"requests":[{}],"sse_mbs":{sse:.0},"sse_bytes":{},"eventstream_mbs":{es:.0},"eventstream_bytes":{},"detector_mbs":{detect:.0}}}"#,
         rows.join(","),
         stream.len(),
         frames.len()
     );
+}
+
+struct Strings(Vec<json::Span>);
+
+impl json::Strings for Strings {
+    fn string(&mut self, contents: json::Span) {
+        self.0.push(contents);
+    }
+}
+
+/// Plans a request (inspection, cache markers, secrets as configured) and splices its edits.
+#[inline(never)]
+fn rewrite(config: &config::Config, body: &[u8]) {
+    let p = plan::plan(
+        config,
+        request::Endpoint::Messages,
+        "/v1/messages",
+        Some(black_box(body)),
+        &mut |_| None,
+    );
+    black_box(splice::apply_prefix(body, &p.edits));
 }
 
 /// One Bedrock answer through a transcoder, in 16 KiB reads, each read's SSE in a new buffer as

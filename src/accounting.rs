@@ -54,6 +54,11 @@ pub struct Finished<'a> {
     pub prices: &'a [Price],
     pub dropped_betas: &'a [String],
     pub dropped_fields: &'a [String],
+    /// Secrets the request carried, by rule.
+    pub secrets: &'a [crate::secrets::Found],
+    /// The tool calls of the answer, and the tool results of the request.
+    pub tool_calls: &'a [crate::tools::ToolCall],
+    pub tool_results: &'a [crate::tools::ToolFeed],
 }
 
 /// Metric updates: counters to add to, histogram values to record.
@@ -155,6 +160,17 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         }
         up.histograms.push((metrics::duration_ms(labels), duration));
     }
+    for s in f.secrets {
+        up.count(s.count, || {
+            metrics::secrets_found(&s.rule, s.action.as_str())
+        });
+    }
+    for call in f.tool_calls {
+        up.count(1, || metrics::tool_calls(&call.label));
+        for risk in &call.risks {
+            up.count(1, || metrics::tool_risks(&call.label, risk));
+        }
+    }
 
     let short = |s: Option<&str>| s.map(|s| s.chars().take(128).collect::<String>());
     let record = Record {
@@ -213,6 +229,9 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         upstream_attempts: f.upstream_attempts.map(parse_attempts),
         dropped_betas: f.dropped_betas.to_vec(),
         dropped_fields: f.dropped_fields.to_vec(),
+        secrets: f.secrets.to_vec(),
+        tool_calls: crate::tools::summary(f.tool_calls),
+        tool_results: f.tool_results.to_vec(),
     };
     (up, record)
 }

@@ -87,6 +87,14 @@ pub struct Record {
     /// Betas and body fields the route's vendor does not accept, dropped from the request.
     pub dropped_betas: Vec<String>,
     pub dropped_fields: Vec<String>,
+    /// Secrets the request carried: per rule, the action, count and JSON locations (never a
+    /// value).
+    pub secrets: Vec<crate::secrets::Found>,
+    /// The tool calls the model asked for, by tool: how many, shell programs, risk tags (never
+    /// an input).
+    pub tool_calls: Vec<crate::tools::ToolSummary>,
+    /// The tool results of this turn (the last user message), by tool, with their bytes.
+    pub tool_results: Vec<crate::tools::ToolFeed>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]

@@ -21,10 +21,12 @@ pub mod plan;
 pub mod proto;
 pub mod request;
 pub mod routing;
+pub mod secrets;
 pub mod session;
 pub mod splice;
 pub mod sse;
 pub mod time;
+pub mod tools;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -60,6 +60,29 @@ pub fn body_passthrough(reason: BodyIssue) -> Metric {
     )
 }
 
+/// Secrets found in request bodies, by rule and the rule's action.
+pub fn secrets_found(rule: &str, action: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "secrets_found",
+        &[("rule", rule), ("action", action)],
+    )
+}
+
+/// Tool calls in answers, by tool (a configured label, `mcp` or `other`).
+pub fn tool_calls(tool: &str) -> Metric {
+    Metric::new(Kind::Counter, "tool_calls", &[("tool", tool)])
+}
+
+/// Tool calls whose input a risk rule tagged, by tool and tag.
+pub fn tool_risks(tool: &str, risk: &str) -> Metric {
+    Metric::new(
+        Kind::Counter,
+        "tool_risks",
+        &[("tool", tool), ("risk", risk)],
+    )
+}
+
 /// Cache markers the gateway added, by location and TTL.
 pub fn cache_markers_added(location: Location, ttl: Ttl) -> Metric {
     Metric::new(

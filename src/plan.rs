@@ -10,7 +10,9 @@ use crate::dialect::outbound::{self, Outbound};
 use crate::json;
 use crate::request::{self, BodyFacts, BodyIssue, Endpoint};
 use crate::routing::{Auth, Route, Selection};
+use crate::secrets::Inspection;
 use crate::splice::Edit;
+use crate::tools::{self, ToolFeed};
 
 /// A change to a request header (besides the routing header, which is always set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,10 @@ pub struct Plan<'c> {
     /// Betas and body fields the route's vendor does not accept, dropped.
     pub dropped_betas: Vec<String>,
     pub dropped_fields: Vec<String>,
+    /// Secrets the body carries, and what was done about them.
+    pub secrets: Inspection,
+    /// The tool results of this turn, by tool.
+    pub tool_results: Vec<ToolFeed>,
 }
 
 fn reply(status: u32, error_type: &'static str, details: &'static str, message: String) -> Reply {
@@ -184,10 +190,12 @@ pub fn plan_call<'c>(
     header: &mut dyn FnMut(&str) -> Option<String>,
     inbound: Option<&Inbound>,
 ) -> Plan<'c> {
-    let layout = config.cache.enabled || config.routes.all().any(|r| r.reject_system_messages);
+    let layout = config.cache.enabled
+        || config.tools.enabled
+        || config.routes.all().any(|r| r.reject_system_messages);
     let path_model = inbound.and_then(|i| i.model.as_deref());
     let mut facts = match body {
-        Some(bytes) => request::read(bytes, header, layout, path_model),
+        Some(bytes) => request::read(bytes, header, layout, path_model, config.secrets.as_ref()),
         None => Err(BodyIssue::Empty),
     };
     if let (Ok(f), Some(stream)) = (&mut facts, inbound.and_then(|i| i.stream)) {
@@ -203,7 +211,17 @@ pub fn plan_call<'c>(
         reply: None,
         dropped_betas: Vec::new(),
         dropped_fields: Vec::new(),
+        secrets: Inspection::default(),
+        tool_results: Vec::new(),
     };
+    if let (Ok(f), Some(d), Some(bytes)) = (&mut facts, &config.secrets, body) {
+        plan.secrets = d.assess(bytes, &mut f.secrets);
+    }
+    if let (Ok(f), Some(bytes), true) = (&facts, body, config.tools.enabled) {
+        if let Some((user, assistants)) = &f.layout.last_turn {
+            plan.tool_results = tools::tool_results_in(bytes, *user, assistants);
+        }
+    }
     let model = facts.as_ref().ok().map(|f| f.model.as_str()).or(path_model);
     let route = match config.routes.select(model, header) {
         Selection::Route(r) => r,
@@ -220,7 +238,18 @@ pub fn plan_call<'c>(
         }
     };
     plan.route = Some(route);
-    plan.reply = refusal(route, endpoint, &facts, inbound);
+    plan.reply = refusal(route, endpoint, &facts, inbound).or_else(|| {
+        let blocked = plan.secrets.blocked.as_ref()?;
+        Some(reply(
+            400,
+            "invalid_request_error",
+            "claude_gateway.secret",
+            format!(
+                "The request was not sent: it contains a secret ({blocked}). Remove it from \
+                 the conversation and try again."
+            ),
+        ))
+    });
     if plan.reply.is_some() {
         plan.body = facts;
         return plan;
@@ -264,6 +293,14 @@ pub fn plan_call<'c>(
         }
         plan.edits = plan.cache.edits.clone();
         plan.edits.extend(out.edits.iter().cloned());
+        // A redaction inside what the dialect removes or replaces goes with it.
+        let overlaps = |r: &Edit| {
+            out.edits
+                .iter()
+                .any(|e| r.at < e.at + e.remove.max(1) && e.at < r.at + r.remove)
+        };
+        let redactions = plan.secrets.edits.iter().filter(|r| !overlaps(r));
+        plan.edits.extend(redactions.cloned());
         plan.edits.sort_by_key(|e| e.at);
         plan.new_body = out.rebuild(bytes, &plan.edits);
     }
@@ -352,7 +389,7 @@ pub fn attempt(
     body: &[u8],
     header: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Option<(Outbound, Option<Vec<u8>>, Vec<HeaderOp>)> {
-    let facts = request::read(body, header, false, None).ok()?;
+    let facts = request::read(body, header, false, None, None).ok()?;
     let policy: &Policy = config.policies.of(target.dialect);
     let betas = betas_for(target, header("anthropic-beta").as_deref(), false);
     let version = header("anthropic-version");

@@ -3,6 +3,7 @@
 
 use crate::cache::layout::Layout;
 use crate::json::{ErrorKind, Scanner, Span, Str};
+use crate::secrets::{self, Detector};
 
 /// The Messages API endpoints the gateway acts on. Everything else passes through untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct BodyFacts {
     /// Every top-level member in order: its key and the span of its value (vendor dialects
     /// remove or replace some).
     pub members: Vec<(Str, Span)>,
+    /// Secrets in the body's strings (when a detector was given).
+    pub secrets: Vec<secrets::Finding>,
 }
 
 impl BodyFacts {
@@ -147,6 +150,7 @@ pub fn read(
     header: &mut dyn FnMut(&str) -> Option<String>,
     layout: bool,
     path_model: Option<&str>,
+    secrets: Option<&Detector>,
 ) -> Result<BodyFacts, BodyIssue> {
     if body.is_empty() {
         return Err(BodyIssue::Empty);
@@ -155,7 +159,7 @@ pub fn read(
     let encoding = header("content-encoding");
     match declared(content_type.as_deref(), encoding.as_deref()) {
         Some(issue) => Err(issue),
-        None => inspect_as(body, layout, path_model),
+        None => inspect_with(body, layout, path_model, secrets),
     }
 }
 
@@ -184,7 +188,31 @@ pub fn inspect_as(
     layout: bool,
     path_model: Option<&str>,
 ) -> Result<BodyFacts, BodyIssue> {
-    let mut s = Scanner::new(body);
+    inspect_with(body, layout, path_model, None)
+}
+
+/// [`inspect_as`] that also shows every string to the secret detector, in the same pass.
+pub fn inspect_with(
+    body: &[u8],
+    layout: bool,
+    path_model: Option<&str>,
+    secrets: Option<&Detector>,
+) -> Result<BodyFacts, BodyIssue> {
+    let mut collector = secrets.map(|d| secrets::Collector::new(d, body));
+    let mut facts = match collector.as_mut() {
+        Some(c) => walk(&mut Scanner::observed(body, c), body, layout, path_model),
+        None => walk(&mut Scanner::new(body), body, layout, path_model),
+    }?;
+    facts.secrets = collector.map(|c| c.found).unwrap_or_default();
+    Ok(facts)
+}
+
+fn walk(
+    s: &mut Scanner,
+    body: &[u8],
+    layout: bool,
+    path_model: Option<&str>,
+) -> Result<BodyFacts, BodyIssue> {
     if s.peek()? != b'{' {
         s.value()?;
         s.finish()?;
@@ -223,8 +251,8 @@ pub fn inspect_as(
         } else if key.matches(body, "stream") {
             stream = s.bool_value()? == Some(true);
         } else if key.matches(body, "metadata") && s.peek()? == b'{' {
-            user_id = metadata_user_id(&mut s, body)?;
-        } else if !(layout && shape.read_member(&mut s, body, &key)?) {
+            user_id = metadata_user_id(s, body)?;
+        } else if !(layout && shape.read_member(s, body, &key)?) {
             s.value()?;
         }
         members.push((
@@ -255,6 +283,7 @@ pub fn inspect_as(
         layout: shape,
         user_id,
         members,
+        secrets: Vec::new(),
     })
 }
 
@@ -354,15 +383,17 @@ mod tests {
             move |name: &str| (gzip && name == "content-encoding").then(|| "gzip".to_owned())
         };
         assert_eq!(
-            read(body, &mut headers(false), false, None).unwrap().model,
+            read(body, &mut headers(false), false, None, None)
+                .unwrap()
+                .model,
             "m"
         );
         assert_eq!(
-            read(body, &mut headers(true), false, None),
+            read(body, &mut headers(true), false, None, None),
             Err(BodyIssue::ContentEncoding)
         );
         assert_eq!(
-            read(b"", &mut headers(false), false, None),
+            read(b"", &mut headers(false), false, None, None),
             Err(BodyIssue::Empty)
         );
     }

@@ -9,9 +9,10 @@ use claude_gateway::cache::{self, Locations, Settings, Ttl};
 use claude_gateway::config;
 use claude_gateway::cost;
 use claude_gateway::eventstream::{self, MAX_FRAME, Transcoder};
-use claude_gateway::json::{self, Scanner};
+use claude_gateway::json::{self, Scanner, Span};
 use claude_gateway::request::{self, BodyIssue};
 use claude_gateway::sse::{Framer, MAX_FIELD};
+use claude_gateway::tools::{self, ToolCall, ToolConfig, ToolWatch};
 use claude_gateway::usage::Extraction;
 use claude_gateway::{splice, sse};
 use serde_json::{Map, Value};
@@ -24,13 +25,14 @@ static PRICES: LazyLock<Vec<cost::Price>> = LazyLock::new(cost::list_prices);
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("json", json),
     ("rewrite", rewrite),
     ("sse", sse),
     ("usage", usage),
     ("config", config),
     ("eventstream", eventstream),
+    ("tools", tools),
 ];
 
 /// Deeper than serde_json's own recursion limit (128), far below the scanner's (512).
@@ -493,4 +495,105 @@ pub fn eventstream(data: &[u8]) {
             "byte-by-byte feeding changed the output"
         );
     }
+}
+
+/// The default tool configuration, and one with a tiny input bound (truncation everywhere).
+static TOOL_CONFIGS: LazyLock<[ToolConfig; 2]> = LazyLock::new(|| {
+    [
+        ToolConfig::default(),
+        ToolConfig {
+            max_input_bytes: 16,
+            ..ToolConfig::default()
+        },
+    ]
+});
+
+fn check_call(cfg: &ToolConfig, c: &ToolCall) {
+    assert!(c.name.len() <= tools::MAX_NAME, "an unbounded tool name");
+    assert!(
+        cfg.labels.contains(&c.label) || c.label == "mcp" || c.label == "other",
+        "an unbounded label"
+    );
+    assert!(
+        c.program
+            .as_ref()
+            .is_none_or(|p| p.len() <= tools::MAX_PROGRAM
+                && !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))),
+        "a program name that is not one: {:?}",
+        c.program
+    );
+    assert!(
+        c.risks
+            .iter()
+            .all(|t| cfg.risks.iter().any(|r| &r.tag == t)),
+        "a tag no rule has"
+    );
+}
+
+/// Tool-call inspection on arbitrary streams and bodies: no panic; the assembly buffers stay
+/// within their bound; the same calls whatever the chunking; names, labels, program names,
+/// tags and the audit summary within their caps; request-side feeds bounded, their bytes no
+/// more than the body's.
+pub fn tools(data: &[u8]) {
+    let Some((&size, stream)) = data.split_first() else {
+        return;
+    };
+    for cfg in TOOL_CONFIGS.iter() {
+        let watch = |chunk: usize| {
+            let mut framer = Framer::new();
+            let mut w = ToolWatch::new();
+            for part in stream.chunks(chunk.max(1)) {
+                framer.feed(part, &mut |e| w.on_event(cfg, &e));
+                assert!(
+                    w.carried() <= tools::MAX_OPEN * cfg.max_input_bytes,
+                    "a tool input buffer past its bound"
+                );
+            }
+            w.finish(cfg).to_vec()
+        };
+        let calls = watch(usize::from(size));
+        assert_eq!(watch(stream.len()), calls, "chunking changed the calls");
+        let mut w = ToolWatch::new();
+        w.on_json(cfg, stream);
+        let from_json = w.finish(cfg).to_vec();
+        for c in calls.iter().chain(&from_json) {
+            check_call(cfg, c);
+        }
+        for s in [tools::summary(&calls), tools::summary(&from_json)].concat() {
+            assert!(s.tool.len() <= tools::MAX_NAME && s.count > 0);
+            assert!(s.programs.len() <= tools::MAX_PROGRAMS);
+            assert!(s.programs.iter().all(|p| p.len() <= tools::MAX_PROGRAM));
+            assert!(s.risks.iter().all(|t| t.len() <= tools::MAX_TAG));
+        }
+    }
+    // Request side: the body's `messages`, else the whole input as the array.
+    let messages = || {
+        let mut s = Scanner::new(stream);
+        let mut top = s.enter_object().ok()?;
+        while let Some(key) = s.next_key(&mut top).ok()? {
+            let span = s.value().ok()?;
+            if key.matches(stream, "messages") {
+                return Some(span);
+            }
+        }
+        None
+    };
+    let whole = Span {
+        start: 0,
+        end: stream.len(),
+    };
+    let feeds = tools::tool_results(stream, messages().unwrap_or(whole));
+    assert!(feeds.len() <= tools::MAX_FEEDS + 1, "unbounded feeds");
+    assert!(
+        feeds
+            .iter()
+            .all(|f| f.tool.len() <= tools::MAX_NAME && f.count > 0)
+    );
+    let bytes: u64 = feeds.iter().map(|f| f.bytes).sum();
+    assert!(
+        bytes <= stream.len() as u64,
+        "more result bytes than the body has"
+    );
 }

@@ -68,6 +68,9 @@ pub struct Layout {
     pub messages: Option<(Span, Option<UserTurn>, Option<UserTurn>)>,
     /// Mid-conversation `role:"system"` messages (several vendors reject them).
     pub system_messages: usize,
+    /// Where the last user message starts, and the messages between it and the user message
+    /// before it (the assistant turn its tool results answer; at most [`TURN_MESSAGES`]).
+    pub last_turn: Option<(usize, Vec<usize>)>,
     /// Every client marker (tools, system, message blocks and their sub-blocks), in body order.
     pub markers: Vec<(Pos, Ttl)>,
     /// A top-level `cache_control` (automatic caching): `Some(None)` if present but not an object.
@@ -75,6 +78,9 @@ pub struct Layout {
     /// Position of the root object's closing brace.
     pub root_close: usize,
 }
+
+/// Messages of the assistant turn before the last user message that [`Layout::last_turn`] keeps.
+pub const TURN_MESSAGES: usize = 16;
 
 /// Block types the API accepts a marker on (anthropic-wire.md §4.1). Unknown types are left alone.
 fn markable(ty: &[u8]) -> bool {
@@ -371,13 +377,17 @@ impl Layout {
             let (mut last, mut previous) = (None, None);
             let mut arr = s.enter_array()?;
             let mut i = 0;
+            let mut since_user = Vec::new();
             while s.next_item(&mut arr)? {
+                let at = s.pos();
                 match w.message(s, i)? {
                     (Role::User, content) => {
                         previous = last;
                         last = Some((i, content));
+                        self.last_turn = Some((at, std::mem::take(&mut since_user)));
                     }
                     (Role::System, _) => self.system_messages += 1,
+                    (Role::Other, _) if since_user.len() < TURN_MESSAGES => since_user.push(at),
                     (Role::Other, _) => {}
                 }
                 i += 1;

@@ -6,6 +6,8 @@ mod cache;
 mod dialects;
 mod keys;
 mod routes;
+mod secrets;
+mod tools;
 mod usage;
 
 pub use cache::{CacheConfig, DEFAULT_MIN_TOKENS};
@@ -85,6 +87,8 @@ struct RawConfig {
     audit: RawAudit,
     dialects: BTreeMap<String, dialects::RawPolicy>,
     global_limits: RawGlobalLimits,
+    secrets: secrets::RawSecrets,
+    tools: tools::RawTools,
 }
 
 impl Default for RawConfig {
@@ -105,6 +109,8 @@ impl Default for RawConfig {
             audit: RawAudit::default(),
             dialects: BTreeMap::new(),
             global_limits: RawGlobalLimits::default(),
+            secrets: secrets::RawSecrets::default(),
+            tools: tools::RawTools::default(),
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct Config {
     pub policies: Policies,
     /// Limits across replicas through Envoy's global rate limiting; `None`: per replica only.
     pub global_limits: Option<GlobalLimits>,
+    /// The secret detector (`None`: no rule on).
+    pub secrets: Option<crate::secrets::Detector>,
+    /// Tool-call inspection (audit fields, tool and risk counters).
+    pub tools: crate::tools::ToolConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +274,8 @@ pub fn parse_with_env(
         audit: raw.audit.enabled.unwrap_or(true),
         policies: dialects::compile_policies(&raw.dialects)?,
         global_limits: compile_global(raw.global_limits)?,
+        secrets: secrets::compile_secrets(&raw.secrets, env)?,
+        tools: tools::compile_tools(raw.tools)?,
     };
     check_dialects(&config)?;
     if !config.hold_headers {
@@ -337,6 +349,16 @@ fn check_needs_no_body(c: &Config) -> Result<(), ConfigError> {
                        hold_headers (and allow_on_headers_stop_iteration in Envoy)";
     if c.cache.enabled {
         return Err(error("cache.enabled", format!("cache injection {WHY}")));
+    }
+    let rules = c.secrets.iter().flat_map(|d| &d.rules);
+    if rules
+        .into_iter()
+        .any(|r| r.action != crate::secrets::Action::Audit)
+    {
+        return Err(error(
+            "secrets.actions",
+            format!("blocking or redacting secrets {WHY}"),
+        ));
     }
     if c.routes.unknown_model == crate::routing::UnknownModel::Reject {
         return Err(error("unknown_model", format!("\"reject\" {WHY}")));

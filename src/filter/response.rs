@@ -10,7 +10,9 @@ use crate::dialect::answer::{self, MAX_REWRITTEN, Treatment};
 use crate::eventstream::Transcoder;
 use crate::metrics;
 use crate::sse::Framer;
+use crate::tools::{ToolConfig, ToolWatch};
 use crate::usage::Extraction;
+use std::rc::Rc;
 
 /// How the body is read for usage.
 enum Reader {
@@ -34,6 +36,9 @@ pub struct Response {
     /// The status and `x-amzn-errortype` of an error to rewrite.
     error: (u32, Option<String>),
     pub extraction: Extraction,
+    /// The tool calls of the answer, when the configuration watches them.
+    pub tools: ToolWatch,
+    config: Option<Rc<crate::config::Config>>,
     /// The response reached its end.
     pub ended: bool,
     pub first_content_ns: Option<u64>,
@@ -49,6 +54,8 @@ impl Default for Response {
             held: Vec::new(),
             error: (0, None),
             extraction: Extraction::new(),
+            tools: ToolWatch::new(),
+            config: None,
             ended: false,
             first_content_ns: None,
         }
@@ -62,16 +69,19 @@ impl Response {
     }
 
     /// The response head: decides how the body is read and changed, and changes the head to
-    /// match (content type, length, the status of a rewritten error).
+    /// match (content type, length, the status of a rewritten error). With `read`, the body is
+    /// read for usage and for the tool calls the configuration watches.
     pub fn start(
         &mut self,
         id: u32,
         headers: &ResponseHeaders,
         treatment: Treatment,
-        read_usage: bool,
+        read: Option<Rc<crate::config::Config>>,
         end_of_stream: bool,
     ) {
         self.treatment = treatment;
+        let read_usage = read.is_some();
+        self.config = read.filter(|c| c.tools.enabled);
         let content_type = headers.get("content-type").unwrap_or_default();
         match treatment {
             Treatment::Pass => {}
@@ -186,9 +196,15 @@ impl Response {
         match &mut self.reader {
             Reader::Off => {}
             Reader::Events(framer) => {
-                let extraction = &mut self.extraction;
+                let (extraction, watch) = (&mut self.extraction, &mut self.tools);
+                let tools = self.config.as_deref().map(|c| &c.tools);
                 let mut first_content = false;
-                framer.feed(bytes, &mut |e| first_content |= extraction.on_event(e));
+                framer.feed(bytes, &mut |e| {
+                    first_content |= extraction.on_event(e);
+                    if let Some(t) = tools {
+                        watch.on_event(t, &e);
+                    }
+                });
                 if first_content {
                     self.first_content_ns = host::now_nanos().ok();
                 }
@@ -225,9 +241,17 @@ impl Response {
                 stats.add(&metrics::transcode_failures(f.as_str()), 1);
             }
         }
+        let tools = self.config.clone();
+        let tools: Option<&ToolConfig> = tools.as_deref().map(|c| &c.tools);
         if let Reader::Json(buf) = &self.reader {
             self.extraction.on_json(buf);
+            if let Some(t) = tools {
+                self.tools.on_json(t, buf);
+            }
             self.reader = Reader::Off;
+        }
+        if let Some(t) = tools {
+            self.tools.finish(t);
         }
     }
 }

@@ -92,15 +92,47 @@ pub struct Container {
     first: bool,
 }
 
+/// Sees the contents of every string a [`Scanner`] passes (keys and values, read or skipped),
+/// each once: the secret detector rides on the scanner's single pass over a body.
+pub trait Strings {
+    fn string(&mut self, contents: Span);
+}
+
 /// A cursor over a JSON document. Methods that read a token skip leading whitespace first.
 pub struct Scanner<'a> {
     buf: &'a [u8],
     pos: usize,
+    strings: Option<&'a mut dyn Strings>,
+    /// Strings starting before this offset were shown already: values read again after a
+    /// [`Scanner::seek`] back are not shown twice.
+    shown_to: usize,
 }
 
 impl<'a> Scanner<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Scanner { buf, pos: 0 }
+        Scanner {
+            buf,
+            pos: 0,
+            strings: None,
+            shown_to: 0,
+        }
+    }
+
+    /// A scanner that shows `strings` every string it passes.
+    pub fn observed(buf: &'a [u8], strings: &'a mut dyn Strings) -> Self {
+        Scanner {
+            strings: Some(strings),
+            ..Scanner::new(buf)
+        }
+    }
+
+    fn show(&mut self, contents: Span) {
+        if let Some(sink) = self.strings.as_deref_mut() {
+            if contents.start >= self.shown_to {
+                self.shown_to = contents.end;
+                sink.string(contents);
+            }
+        }
     }
 
     /// Current byte offset.
@@ -215,6 +247,7 @@ impl<'a> Scanner<'a> {
         if let Some(end) = self.short_end(start, true) {
             self.pos = end + 1;
             let span = Span { start, end };
+            self.show(span);
             return Ok(Str {
                 span,
                 escaped: false,
@@ -230,6 +263,7 @@ impl<'a> Scanner<'a> {
                         end: self.pos,
                     };
                     self.pos += 1;
+                    self.show(span);
                     return Ok(Str { span, escaped });
                 }
                 b'\\' => {
@@ -253,7 +287,9 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         if let Some(end) = self.short_end(start, false) {
             self.pos = end + 1;
-            return Ok(Span { start, end });
+            let span = Span { start, end };
+            self.show(span);
+            return Ok(span);
         }
         let mut at = start;
         let mut carry = false;
@@ -267,7 +303,9 @@ impl<'a> Scanner<'a> {
             if ends != 0 {
                 let end = at + ends.trailing_zeros() as usize;
                 self.pos = end + 1;
-                return Ok(Span { start, end });
+                let span = Span { start, end };
+                self.show(span);
+                return Ok(span);
             }
             if rest.len() <= block::LEN {
                 self.pos = self.buf.len();

@@ -57,6 +57,10 @@ struct Seen {
     dropped_fields: Vec<String>,
     /// The failover target that answered (named by the upstream instance).
     target: Option<String>,
+    /// Secrets the body carried, by rule.
+    secrets: Vec<crate::secrets::Found>,
+    /// The tool results the request carried, by tool.
+    tool_results: Vec<crate::tools::ToolFeed>,
 }
 
 pub struct Http {
@@ -127,6 +131,8 @@ impl Http {
         if !observe_later {
             self.note_body(&plan.body);
         }
+        self.seen.secrets.clone_from(&plan.secrets.found);
+        self.seen.tool_results.clone_from(&plan.tool_results);
         if let Some(r) = &plan.reply {
             self.reply(plan.route, r);
             return false;
@@ -232,7 +238,13 @@ impl Http {
         let Some(body) = self.observed.take() else {
             return;
         };
-        let facts = request::read(&body, &mut |name| self.cached_header(name), false, None);
+        let config = self.config.clone();
+        let detector = config.as_ref().and_then(|c| c.secrets.as_ref());
+        let mut header = |name: &str| self.cached_header(name);
+        let mut facts = request::read(&body, &mut header, false, None, detector);
+        if let (Ok(f), Some(d)) = (&mut facts, detector) {
+            self.seen.secrets = d.assess(&body, &mut f.secrets).found;
+        }
         self.note_body(&facts);
     }
 
@@ -364,7 +376,7 @@ impl HttpContext for Http {
                 {
                     self.response.models = c.models.clone();
                     self.response
-                        .start(self.id, &headers, Treatment::Models, false, end_of_stream);
+                        .start(self.id, &headers, Treatment::Models, None, end_of_stream);
                 }
             }
             return Action::Continue;
@@ -378,7 +390,8 @@ impl HttpContext for Http {
             self.status.unwrap_or(0),
             content_type,
         );
-        let read = endpoint == Endpoint::Messages && config.usage.enabled;
+        let read = endpoint == Endpoint::Messages && (config.usage.enabled || config.tools.enabled);
+        let read = read.then_some(config);
         self.response
             .start(self.id, &headers, treatment, read, end_of_stream);
         Action::Continue

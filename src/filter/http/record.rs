@@ -155,6 +155,9 @@ impl Http {
             prices: target.map_or(&[], |t| t.prices.as_slice()),
             dropped_betas: &s.dropped_betas,
             dropped_fields: &s.dropped_fields,
+            secrets: &s.secrets,
+            tool_calls: self.response.tools.calls(),
+            tool_results: &s.tool_results,
         };
         if let (Some(r), Some(t)) = (route, s.target.as_deref()) {
             if r.name != t {

@@ -1,0 +1,590 @@
+//! Secrets in outgoing requests: credential formats found in a body's strings, reported by rule
+//! and JSON location, blocked, or replaced in place by a placeholder.
+//!
+//! The scanner shows the detector every string of the body in its one pass
+//! ([`crate::json::Strings`]). A vector prefilter finds where a rule's literal prefix may start
+//! (most text never gets further); there the prefix is compared, and the rule's pattern runs on
+//! a bounded window of the string decoded as the upstream will read it, so a secret split by
+//! escapes (`\n` in a PEM block) is still one match. A string with escapes that can spell a
+//! prefix (`\u002d`, `\/`) is searched decoded, piece by piece. Values never leave this module:
+//! findings are rule indices and byte spans.
+
+mod locate;
+mod prefilter;
+mod window;
+
+use crate::json::Span;
+use crate::splice::Edit;
+use hashbrown::HashMap;
+use hmac::{Hmac, Mac};
+use prefilter::{BUCKETS, Fingerprint, Tables};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt;
+pub use window::Window;
+
+/// The shipped rules (configuration data: the plugin configuration adds to or replaces them).
+pub const SHIPPED: &str = include_str!("secrets/rules.json");
+
+/// Strings shorter than this hold no secret a rule knows.
+const MIN_STRING: usize = 12;
+/// A string searched decoded is decoded this many bytes at a time...
+const CHUNK: usize = 32 * 1024;
+/// ...each piece overlapping the last by the longest prefix.
+const MAX_PREFIX: usize = 64;
+/// Locations listed per rule in the audit record.
+const MAX_LOCATIONS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Listed in the audit record and counted.
+    Audit,
+    /// Answered with a 400; nothing goes upstream.
+    Block,
+    /// Replaced by a placeholder before the request goes upstream.
+    Redact,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Audit, Action::Block, Action::Redact];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Audit => "audit",
+            Action::Block => "block",
+            Action::Redact => "redact",
+        }
+    }
+}
+
+/// A further check of a match that its pattern cannot express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// A JSON Web Token: the first segment is base64url of a JSON object with `alg`.
+    Jwt,
+}
+
+/// A rule as data: the shipped list and the plugin configuration's `secrets.rules`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Short `[a-z0-9-]` name: metric label, audit record, placeholder.
+    pub name: String,
+    /// Literal starts of a match (3 to 64 ASCII bytes); the prefilter looks for these.
+    pub prefixes: Vec<String>,
+    /// A regular expression matched at a prefix on the decoded string; its `secret` group (or
+    /// the whole match) is the secret.
+    pub pattern: String,
+    /// Prefixes match in any letter case.
+    #[serde(default)]
+    pub ignore_case: bool,
+    /// The byte before a prefix must not be a letter or digit.
+    #[serde(default = "yes")]
+    pub boundary: bool,
+    /// Decoded bytes the pattern may read from the prefix.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    #[serde(default)]
+    pub check: Option<Check>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_len() -> usize {
+    256
+}
+
+/// The shipped rules.
+pub fn shipped() -> Vec<RuleSpec> {
+    serde_json::from_str(SHIPPED).unwrap_or_default()
+}
+
+#[derive(Clone)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    prefixes: Vec<Vec<u8>>,
+    ignore_case: bool,
+    boundary: bool,
+    max_len: usize,
+    pattern: regex_lite::Regex,
+    check: Option<Check>,
+}
+
+impl Rule {
+    /// Compiles a rule, or says which field is wrong and how (never echoing it).
+    pub fn new(spec: &RuleSpec, action: Action) -> Result<Rule, (&'static str, &'static str)> {
+        let name_ok = (1..=48).contains(&spec.name.len())
+            && spec
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(("name", "must be 1 to 48 characters of a-z, 0-9 and -"));
+        }
+        let prefix_ok = |p: &String| {
+            (3..=MAX_PREFIX).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                && !p.contains(['"', '\\'])
+        };
+        if spec.prefixes.is_empty() || !spec.prefixes.iter().all(prefix_ok) {
+            return Err((
+                "prefixes",
+                "must be one or more strings of 3 to 64 printable ASCII characters, without quotes or backslashes",
+            ));
+        }
+        if !(16..=65_536).contains(&spec.max_len) {
+            return Err(("max_len", "must be between 16 and 65536"));
+        }
+        let pattern = regex_lite::Regex::new(&format!("^(?:{})", spec.pattern))
+            .map_err(|_| ("pattern", "is not a valid regular expression"))?;
+        Ok(Rule {
+            name: spec.name.clone(),
+            action,
+            prefixes: spec
+                .prefixes
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            ignore_case: spec.ignore_case,
+            boundary: spec.boundary,
+            max_len: spec.max_len,
+            pattern,
+            check: spec.check,
+        })
+    }
+
+    fn prefix_at(&self, hay: &[u8], at: usize, prefix: usize) -> bool {
+        let Some(p) = self.prefixes.get(prefix) else {
+            return false;
+        };
+        match hay.get(at..at + p.len()) {
+            Some(got) if self.ignore_case => got.eq_ignore_ascii_case(p),
+            Some(got) => got == p.as_slice(),
+            None => false,
+        }
+    }
+}
+
+/// One secret in a body: its rule and the raw bytes it occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: usize,
+    pub secret: Span,
+}
+
+/// The findings of one body, collected while the scanner passes its strings.
+pub struct Collector<'a> {
+    detector: &'a Detector,
+    body: &'a [u8],
+    pub found: Vec<Finding>,
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(detector: &'a Detector, body: &'a [u8]) -> Collector<'a> {
+        Collector {
+            detector,
+            body,
+            found: Vec::new(),
+        }
+    }
+}
+
+impl crate::json::Strings for Collector<'_> {
+    fn string(&mut self, contents: Span) {
+        self.detector.scan(self.body, contents, &mut self.found);
+    }
+}
+
+/// Where a fingerprint sits in a rule's prefix.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    rule: usize,
+    prefix: usize,
+    offset: usize,
+}
+
+/// The compiled rules, with the key that makes placeholders.
+#[derive(Clone)]
+pub struct Detector {
+    pub rules: Vec<Rule>,
+    tables: Tables,
+    anchors: HashMap<[u8; 3], Vec<Anchor>>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Detector")
+            .field("rules", &names)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How often a byte appears in prompts and code, roughly (higher is more common): an anchor's
+/// fingerprint is its rarest three bytes.
+fn commonness(b: u8) -> u32 {
+    const LETTERS: &[u8] = b"etaoinsrhldcumfpgwybvkxjqz";
+    match b {
+        b'a'..=b'z' => {
+            let rank = LETTERS.iter().position(|&l| l == b).unwrap_or(0);
+            26 - rank as u32
+        }
+        b' ' => 30,
+        b'_' | b'.' => 8,
+        b'-' | b'/' => 6,
+        b':' => 5,
+        b'A'..=b'Z' | b'0'..=b'9' => 3,
+        _ => 2,
+    }
+}
+
+/// The offset of a prefix's rarest three bytes.
+fn fingerprint_offset(prefix: &[u8]) -> usize {
+    let score = |w: &[u8]| {
+        w.iter()
+            .map(|b| commonness(b.to_ascii_lowercase()))
+            .sum::<u32>()
+    };
+    prefix
+        .windows(3)
+        .enumerate()
+        .min_by_key(|(_, w)| score(w))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Every letter-case variant of three bytes.
+fn case_variants(bytes: [u8; 3]) -> Vec<[u8; 3]> {
+    let mut out: Vec<[u8; 3]> = Vec::new();
+    for mask in 0..8u8 {
+        let mut v = bytes;
+        for (k, b) in v.iter_mut().enumerate() {
+            if mask & (1 << k) != 0 {
+                *b = b.to_ascii_uppercase();
+            } else {
+                *b = b.to_ascii_lowercase();
+            }
+        }
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Escapes that can spell a prefix's byte: `\uXXXX` (any) and `\/` (`://`). The prefilter finds
+/// them too, in the last bucket. `\n`, `\t`, `\"`... decode to bytes no prefix has, and a window
+/// decodes them.
+const EXOTIC: [u8; 2] = [b'u', b'/'];
+
+impl Detector {
+    pub fn new(rules: Vec<Rule>, key: Vec<u8>) -> Detector {
+        let mut anchors: HashMap<[u8; 3], Vec<Anchor>> = HashMap::new();
+        for (r, rule) in rules.iter().enumerate() {
+            for (p, prefix) in rule.prefixes.iter().enumerate() {
+                let offset = fingerprint_offset(prefix);
+                let Some(&[a, b, c]) = prefix.get(offset..offset + 3) else {
+                    continue;
+                };
+                let variants = if rule.ignore_case {
+                    case_variants([a, b, c])
+                } else {
+                    vec![[a, b, c]]
+                };
+                for v in variants {
+                    let list = anchors.entry(v).or_default();
+                    if !list.iter().any(|x| x.rule == r && x.prefix == p) {
+                        list.push(Anchor {
+                            rule: r,
+                            prefix: p,
+                            offset,
+                        });
+                    }
+                }
+            }
+        }
+        Detector {
+            tables: Tables::new(&grouped(anchors.keys().copied().collect())),
+            rules,
+            anchors,
+            key,
+        }
+    }
+
+    /// Finds the secrets in one string (`contents`: the raw bytes between its quotes).
+    pub fn scan(&self, body: &[u8], contents: Span, out: &mut Vec<Finding>) {
+        if contents.len() < MIN_STRING {
+            return;
+        }
+        let found_before = out.len();
+        let mut exotic = false;
+        self.tables
+            .candidates(body, contents.start, contents.end, &mut |j| {
+                if body.get(j) == Some(&b'\\') {
+                    exotic = window::starts_char(body, contents.start, j)
+                        && body.get(j + 1).is_some_and(|b| EXOTIC.contains(b));
+                    return !exotic;
+                }
+                for (rule, p) in self.anchored(body, j, contents.start) {
+                    if !window::starts_char(body, contents.start, p) {
+                        continue;
+                    }
+                    let before = (p > contents.start)
+                        .then(|| {
+                            let b = body.get(p - 1).copied().unwrap_or(0);
+                            // An escape's letter (`\n`) is not a letter of the text.
+                            window::starts_char(body, contents.start, p - 1).then_some(b)
+                        })
+                        .flatten();
+                    self.verify(rule, body, p, contents.end, before, out);
+                }
+                true
+            });
+        if exotic {
+            out.truncate(found_before);
+            self.scan_decoded(body, contents, out);
+        }
+    }
+
+    /// The rules whose prefix may start where the candidate at `j` puts it: (rule, start).
+    fn anchored<'s>(
+        &'s self,
+        hay: &'s [u8],
+        j: usize,
+        start: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + 's {
+        let key = hay
+            .get(j..j + 3)
+            .and_then(|k| <[u8; 3]>::try_from(k).ok())
+            .unwrap_or_default();
+        self.anchors
+            .get(&key)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(move |a| {
+                let at = j.checked_sub(a.offset).filter(|&at| at >= start)?;
+                let rule = self.rules.get(a.rule)?;
+                rule.prefix_at(hay, at, a.prefix).then_some((a.rule, at))
+            })
+    }
+
+    /// A string whose escapes may hide a prefix, searched decoded a piece at a time.
+    fn scan_decoded(&self, body: &[u8], contents: Span, out: &mut Vec<Finding>) {
+        let mut w = Window::default();
+        let mut from = contents.start;
+        loop {
+            w.fill(body, from, contents.end, CHUNK);
+            let text = &w.text;
+            self.tables.candidates(text, 0, text.len(), &mut |j| {
+                for (rule, d) in self.anchored(text, j, 0) {
+                    let before = d.checked_sub(1).and_then(|i| text.get(i)).copied();
+                    let p = w.raw.get(d).copied().unwrap_or(contents.end);
+                    self.verify(rule, body, p, contents.end, before, out);
+                }
+                true
+            });
+            let done = w.raw.last().is_none_or(|&end| end >= contents.end);
+            let next = w
+                .raw
+                .get(w.text.len().saturating_sub(MAX_PREFIX))
+                .copied()
+                .unwrap_or(contents.end);
+            if done || next <= from {
+                return;
+            }
+            from = next;
+        }
+    }
+
+    /// Runs `rule` at body offset `p` (a prefix matched there); `before` is the decoded byte
+    /// before it, if any.
+    fn verify(
+        &self,
+        r: usize,
+        body: &[u8],
+        p: usize,
+        end: usize,
+        before: Option<u8>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(rule) = self.rules.get(r) else {
+            return;
+        };
+        if rule.boundary && before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return;
+        }
+        if out
+            .iter()
+            .rev()
+            .take(4)
+            .any(|f| f.rule == r && f.secret.end > p)
+        {
+            return;
+        }
+        let mut w = Window::default();
+        w.fill(body, p, end, rule.max_len);
+        let Some(caps) = rule.pattern.captures(w.str()) else {
+            return;
+        };
+        let Some(m) = caps.name("secret").or_else(|| caps.get(0)) else {
+            return;
+        };
+        if m.is_empty() {
+            return;
+        }
+        if rule.check == Some(Check::Jwt) && !jwt_header(m.as_str()) {
+            return;
+        }
+        out.push(Finding {
+            rule: r,
+            secret: w.span(m.start(), m.end()),
+        });
+    }
+
+    /// The placeholder of a secret: `[REDACTED:<rule>:<8 hex digits>]`, the digits from a keyed
+    /// hash of the rule and the decoded secret, so the same secret reads the same on every turn.
+    pub fn placeholder(&self, body: &[u8], f: &Finding) -> String {
+        let name = self.rules.get(f.rule).map_or("secret", |r| r.name.as_str());
+        let mut w = Window::default();
+        w.fill(body, f.secret.start, f.secret.end, usize::MAX);
+        let tag = match Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(mut mac) => {
+                mac.update(name.as_bytes());
+                mac.update(&[0]);
+                mac.update(&w.text);
+                let digest = mac.finalize().into_bytes();
+                digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+            }
+            Err(_) => String::from("00000000"),
+        };
+        format!("[REDACTED:{name}:{tag}]")
+    }
+
+    /// What the findings of one body come to: per rule, the count and locations; the block, if
+    /// a blocking rule matched; the redactions, as splice edits.
+    pub fn assess(&self, body: &[u8], findings: &mut Vec<Finding>) -> Inspection {
+        findings.sort_by_key(|f| (f.secret.start, f.rule));
+        findings.dedup_by_key(|f| f.secret.start);
+        let mut last_end = 0;
+        findings.retain(|f| {
+            let keep = f.secret.start >= last_end;
+            last_end = last_end.max(f.secret.end);
+            keep
+        });
+        let starts: Vec<usize> = findings.iter().map(|f| f.secret.start).collect();
+        let locations = if starts.is_empty() {
+            Vec::new()
+        } else {
+            locate::paths(body, &starts)
+        };
+        let mut inspection = Inspection::default();
+        for (f, location) in findings.iter().zip(locations) {
+            let Some(rule) = self.rules.get(f.rule) else {
+                continue;
+            };
+            match rule.action {
+                Action::Block if inspection.blocked.is_none() => {
+                    inspection.blocked = Some(format!("{} at {location}", rule.name));
+                }
+                Action::Redact => inspection.edits.push(Edit {
+                    at: f.secret.start,
+                    remove: f.secret.len(),
+                    bytes: self.placeholder(body, f).into_bytes(),
+                }),
+                _ => {}
+            }
+            let found = match inspection.found.iter_mut().find(|x| x.rule == rule.name) {
+                Some(x) => x,
+                None => {
+                    inspection.found.push(Found {
+                        rule: rule.name.clone(),
+                        action: rule.action,
+                        count: 0,
+                        locations: Vec::new(),
+                    });
+                    let Some(x) = inspection.found.last_mut() else {
+                        continue;
+                    };
+                    x
+                }
+            };
+            found.count += 1;
+            if found.locations.len() < MAX_LOCATIONS && !found.locations.contains(&location) {
+                found.locations.push(location);
+            }
+        }
+        inspection
+    }
+}
+
+/// Groups fingerprints into the prefilter's buckets, each joining the bucket it widens least;
+/// the last bucket holds the escapes that send a string to the decoded search.
+fn grouped(mut keys: Vec<[u8; 3]>) -> Vec<Fingerprint> {
+    keys.sort_unstable();
+    let mut buckets: Vec<Vec<[Option<u8>; 3]>> = vec![Vec::new(); BUCKETS - 1];
+    for k in keys {
+        let f = k.map(Some);
+        let best = buckets
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, b)| {
+                let mut with = (*b).clone();
+                with.push(f);
+                let grown =
+                    Tables::accepted(&with) - if b.is_empty() { 0 } else { Tables::accepted(b) };
+                (grown, !b.is_empty())
+            })
+            .map_or(0, |(i, _)| i);
+        if let Some(b) = buckets.get_mut(best) {
+            b.push(f);
+        }
+    }
+    let mut out: Vec<Fingerprint> = buckets
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, b)| b.into_iter().map(move |f| (f, i)))
+        .collect();
+    out.extend(EXOTIC.map(|e| ([Some(b'\\'), Some(e), None], BUCKETS - 1)));
+    out
+}
+
+/// Whether a JWT's first segment is base64url of a JSON object naming its `alg`.
+fn jwt_header(token: &str) -> bool {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or_default();
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    engine
+        .decode(head.trim_end_matches('='))
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&h).ok())
+        .is_some_and(|h| h.contains_key("alg"))
+}
+
+/// The secrets of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspection {
+    pub found: Vec<Found>,
+    /// `<rule> at <location>` of the first secret whose rule blocks.
+    pub blocked: Option<String>,
+    /// The placeholders of redacted secrets, sorted.
+    pub edits: Vec<Edit>,
+}
+
+/// One rule's findings in a request, as the audit record lists them (never a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    pub rule: String,
+    pub action: Action,
+    pub count: u64,
+    pub locations: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests;
