@@ -529,10 +529,16 @@ pub struct ToolSummary {
     pub count: u64,
     /// Distinct program names (shell tools), at most [`MAX_PROGRAMS`].
     pub programs: Vec<String>,
-    /// Distinct risk tags.
-    pub risks: Vec<String>,
+    /// Each risk tag with the number of this tool's calls it tagged.
+    pub risks: Vec<Risk>,
     pub truncated: u64,
     pub incomplete: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Risk {
+    pub tag: String,
+    pub count: u64,
 }
 
 /// Calls grouped by tool, in the order tools were first called.
@@ -565,8 +571,12 @@ pub fn summary(calls: &[ToolCall]) -> Vec<ToolSummary> {
             }
         }
         for tag in &c.risks {
-            if !s.risks.contains(tag) {
-                s.risks.push(tag.clone());
+            match s.risks.iter_mut().find(|r| &r.tag == tag) {
+                Some(r) => r.count += 1,
+                None => s.risks.push(Risk {
+                    tag: tag.clone(),
+                    count: 1,
+                }),
             }
         }
     }

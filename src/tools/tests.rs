@@ -535,9 +535,10 @@ fn summary_groups_by_tool_without_input_text() {
         s[0].programs,
         ["cd", "git", "cargo", "ls", "p0", "p1", "p2", "p3"]
     );
+    let risks: Vec<(&str, u64)> = s[0].risks.iter().map(|r| (r.tag.as_str(), r.count)).collect();
     assert_eq!(
-        s[0].risks,
-        ["pipe-to-shell", "dotenv", "git-force-push", "ssh-dir"]
+        risks,
+        [("pipe-to-shell", 1), ("dotenv", 1), ("git-force-push", 1), ("ssh-dir", 1)]
     );
     for text in [
         "curl",
@@ -552,7 +553,7 @@ fn summary_groups_by_tool_without_input_text() {
     let v: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(
         v[1],
-        json!({"tool":"Read","count":1,"programs":[],"risks":["ssh-dir"],"truncated":0,"incomplete":0})
+        json!({"tool":"Read","count":1,"programs":[],"risks":[{"tag":"ssh-dir","count":1}],"truncated":0,"incomplete":0})
     );
 }
 

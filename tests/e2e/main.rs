@@ -20,6 +20,7 @@ mod deploy;
 mod faults;
 mod foundation;
 mod identity;
+mod inspection;
 mod keys;
 mod replicas;
 mod routing;
