@@ -63,7 +63,15 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 6] = ["bare", "floor", "floor_rw", "off", "default", "on"];
+const MODES: [&str; 7] = [
+    "bare",
+    "floor",
+    "floor_rw",
+    "off",
+    "unaudited",
+    "default",
+    "on",
+];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
 /// pool key, usage accounting and the audit record (all defaults but routing and keys).
@@ -105,9 +113,16 @@ fn floor_module() -> String {
     path.display().to_string()
 }
 
-/// The defaults: cache injection, usage and audit on, the client's own credential, one route.
+/// The defaults: cache injection, usage and audit on, secrets audited, the client's own
+/// credential, one route.
 fn default_config() -> String {
     json!({"default_route": {"name": "plain", "cluster": "plain"}}).to_string()
+}
+
+/// The defaults without the secret detector: what auditing secrets costs.
+fn unaudited_config() -> String {
+    json!({"default_route": {"name": "plain", "cluster": "plain"}, "secrets": {"enabled": false}})
+        .to_string()
 }
 
 /// The virtual-keys example (its cluster also runs the filter as an upstream filter) with six
@@ -121,6 +136,7 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .add_cluster("plain", "127.0.0.1", upstream);
     b.add_bare_listener("mode-bare", "plain")
         .and_then(|b| b.add_configured_listener("mode-off", &off_config()))
+        .and_then(|b| b.add_configured_listener("mode-unaudited", &unaudited_config()))
         .and_then(|b| b.add_configured_listener("mode-default", &default_config()))
         .and_then(|b| b.add_module_listener("mode-floor", &floor_module(), ""))
         .and_then(|b| b.add_module_listener("mode-floor_rw", &floor_module(), "rewrite"))

@@ -203,7 +203,9 @@ pub fn inspect_with(
         Some(c) => walk(&mut Scanner::observed(body, c), body, layout, path_model),
         None => walk(&mut Scanner::new(body), body, layout, path_model),
     }?;
-    facts.secrets = collector.map(|c| c.found).unwrap_or_default();
+    facts.secrets = collector
+        .map(secrets::Collector::finish)
+        .unwrap_or_default();
     Ok(facts)
 }
 

@@ -177,11 +177,16 @@ pub struct Finding {
     pub secret: Span,
 }
 
-/// The findings of one body, collected while the scanner passes its strings.
+/// Bytes of body a [`Collector`] lets pass before it searches the strings it was shown.
+const BATCH: usize = 64 * 1024;
+
+/// The findings of one body, collected while the scanner passes its strings: they are searched
+/// a batch at a time ([`Detector::scan_strings`]), while the bytes are still in the cache.
 pub struct Collector<'a> {
     detector: &'a Detector,
     body: &'a [u8],
-    pub found: Vec<Finding>,
+    pending: Vec<Span>,
+    found: Vec<Finding>,
 }
 
 impl<'a> Collector<'a> {
@@ -189,14 +194,37 @@ impl<'a> Collector<'a> {
         Collector {
             detector,
             body,
+            pending: Vec::new(),
             found: Vec::new(),
         }
+    }
+
+    fn flush(&mut self) {
+        self.detector
+            .scan_strings(self.body, &self.pending, &mut self.found);
+        self.pending.clear();
+    }
+
+    /// Every finding, once the scanner is done.
+    pub fn finish(mut self) -> Vec<Finding> {
+        self.flush();
+        self.found
     }
 }
 
 impl crate::json::Strings for Collector<'_> {
     fn string(&mut self, contents: Span) {
-        self.detector.scan(self.body, contents, &mut self.found);
+        if contents.len() < MIN_STRING {
+            return;
+        }
+        self.pending.push(contents);
+        if self
+            .pending
+            .first()
+            .is_some_and(|f| contents.end - f.start >= BATCH)
+        {
+            self.flush();
+        }
     }
 }
 
@@ -319,36 +347,59 @@ impl Detector {
 
     /// Finds the secrets in one string (`contents`: the raw bytes between its quotes).
     pub fn scan(&self, body: &[u8], contents: Span, out: &mut Vec<Finding>) {
-        if contents.len() < MIN_STRING {
-            return;
+        if contents.len() >= MIN_STRING {
+            self.scan_strings(body, &[contents], out);
         }
-        let found_before = out.len();
-        let mut exotic = false;
+    }
+
+    /// Finds the secrets in strings of `body` (contents spans, in order): one prefilter pass
+    /// from the first to the last, so a body's thousands of short strings cost no call each.
+    /// A candidate outside every string (a key or value shown in another batch, or JSON
+    /// punctuation) is ignored.
+    pub fn scan_strings(&self, body: &[u8], strings: &[Span], out: &mut Vec<Finding>) {
+        let (Some(first), Some(last)) = (strings.first(), strings.last()) else {
+            return;
+        };
+        let mut exotic: Vec<Span> = Vec::new();
+        let mut at = 0;
         self.tables
-            .candidates(body, contents.start, contents.end, &mut |j| {
-                if body.get(j) == Some(&b'\\') {
-                    exotic = window::starts_char(body, contents.start, j)
-                        && body.get(j + 1).is_some_and(|b| EXOTIC.contains(b));
-                    return !exotic;
+            .candidates(body, first.start, last.end, &mut |j| {
+                while strings.get(at).is_some_and(|s| s.end <= j) {
+                    at += 1;
                 }
-                for (rule, p) in self.anchored(body, j, contents.start) {
-                    if !window::starts_char(body, contents.start, p) {
+                let Some(&string) = strings.get(at).filter(|s| s.start <= j) else {
+                    return true;
+                };
+                if exotic.last() == Some(&string) {
+                    return true;
+                }
+                if body.get(j) == Some(&b'\\') {
+                    if window::starts_char(body, string.start, j)
+                        && body.get(j + 1).is_some_and(|b| EXOTIC.contains(b))
+                    {
+                        exotic.push(string);
+                    }
+                    return true;
+                }
+                for (rule, p) in self.anchored(body, j, string.start) {
+                    if !window::starts_char(body, string.start, p) {
                         continue;
                     }
-                    let before = (p > contents.start)
+                    let before = (p > string.start)
                         .then(|| {
                             let b = body.get(p - 1).copied().unwrap_or(0);
                             // An escape's letter (`\n`) is not a letter of the text.
-                            window::starts_char(body, contents.start, p - 1).then_some(b)
+                            window::starts_char(body, string.start, p - 1).then_some(b)
                         })
                         .flatten();
-                    self.verify(rule, body, p, contents.end, before, out);
+                    self.verify(rule, body, p, string.end, before, out);
                 }
                 true
             });
-        if exotic {
-            out.truncate(found_before);
-            self.scan_decoded(body, contents, out);
+        // Strings whose escapes may hide a prefix: searched again, decoded.
+        for string in exotic {
+            out.retain(|f| f.secret.start < string.start || f.secret.start >= string.end);
+            self.scan_decoded(body, string, out);
         }
     }
 

@@ -141,7 +141,7 @@ fn scan_json(d: &Detector, body: &[u8]) -> Vec<Finding> {
     let mut s = Scanner::observed(body, &mut c);
     s.value().unwrap();
     s.finish().unwrap();
-    let mut out = c.found;
+    let mut out = c.finish();
     d.assess(body, &mut out);
     out
 }

@@ -535,10 +535,19 @@ fn summary_groups_by_tool_without_input_text() {
         s[0].programs,
         ["cd", "git", "cargo", "ls", "p0", "p1", "p2", "p3"]
     );
-    let risks: Vec<(&str, u64)> = s[0].risks.iter().map(|r| (r.tag.as_str(), r.count)).collect();
+    let risks: Vec<(&str, u64)> = s[0]
+        .risks
+        .iter()
+        .map(|r| (r.tag.as_str(), r.count))
+        .collect();
     assert_eq!(
         risks,
-        [("pipe-to-shell", 1), ("dotenv", 1), ("git-force-push", 1), ("ssh-dir", 1)]
+        [
+            ("pipe-to-shell", 1),
+            ("dotenv", 1),
+            ("git-force-push", 1),
+            ("ssh-dir", 1)
+        ]
     );
     for text in [
         "curl",
