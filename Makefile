@@ -67,7 +67,7 @@ run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_POR
 ACCESS_LOG ?= access.log
 
 .PHONY: report
-report: venv ## usage per cost center / model / day from an audit log (ACCESS_LOG=<file>)
+report: venv ## usage, tool calls, tool results and secrets from an audit log (ACCESS_LOG=<file>)
 	$(VENV)/bin/python report/report.py $(ACCESS_LOG)
 
 .PHONY: fmt

@@ -36,9 +36,9 @@ fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    // The rewrite without and with the secret detector (on by default, in audit mode).
-    let config = config::parse(br#"{"secrets":{"enabled":false}}"#).unwrap();
-    let audited = config::parse(b"{}").unwrap();
+    // The rewrite without and with the secret detector (in audit mode).
+    let config = config::parse(b"{}").unwrap();
+    let audited = config::parse(br#"{"secrets":{"enabled":true}}"#).unwrap();
     let detector = audited.secrets.as_ref().unwrap();
     let budget = Duration::from_millis(1000);
     println!(

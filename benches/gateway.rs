@@ -64,13 +64,7 @@ static_resources:
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
 const MODES: [&str; 7] = [
-    "bare",
-    "floor",
-    "floor_rw",
-    "off",
-    "unaudited",
-    "default",
-    "on",
+    "bare", "floor", "floor_rw", "off", "default", "audited", "on",
 ];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
@@ -88,6 +82,7 @@ fn on_config() -> String {
                     "model_rewrite": "claude-opus-4-8-20261101", "key_pool": "anthropic", "auth": "x-api-key"}],
         "default_route": {"name": "anthropic", "cluster": "anthropic", "key_pool": "anthropic", "auth": "x-api-key"},
         "consumers": [{"id": "bench", "key_sha256": [key], "cost_center": "bench"}],
+        "secrets": {"enabled": true},
     })
     .to_string()
 }
@@ -113,15 +108,14 @@ fn floor_module() -> String {
     path.display().to_string()
 }
 
-/// The defaults: cache injection, usage and audit on, secrets audited, the client's own
-/// credential, one route.
+/// The defaults: cache injection, usage and audit on, the client's own credential, one route.
 fn default_config() -> String {
     json!({"default_route": {"name": "plain", "cluster": "plain"}}).to_string()
 }
 
-/// The defaults without the secret detector: what auditing secrets costs.
-fn unaudited_config() -> String {
-    json!({"default_route": {"name": "plain", "cluster": "plain"}, "secrets": {"enabled": false}})
+/// The defaults with secrets audited: what the detector costs.
+fn audited_config() -> String {
+    json!({"default_route": {"name": "plain", "cluster": "plain"}, "secrets": {"enabled": true}})
         .to_string()
 }
 
@@ -136,8 +130,8 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .add_cluster("plain", "127.0.0.1", upstream);
     b.add_bare_listener("mode-bare", "plain")
         .and_then(|b| b.add_configured_listener("mode-off", &off_config()))
-        .and_then(|b| b.add_configured_listener("mode-unaudited", &unaudited_config()))
         .and_then(|b| b.add_configured_listener("mode-default", &default_config()))
+        .and_then(|b| b.add_configured_listener("mode-audited", &audited_config()))
         .and_then(|b| b.add_module_listener("mode-floor", &floor_module(), ""))
         .and_then(|b| b.add_module_listener("mode-floor_rw", &floor_module(), "rewrite"))
         .unwrap();

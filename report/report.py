@@ -1,9 +1,19 @@
-"""Usage report per cost center, model and day from the gateway's audit log.
+"""Usage, tool-call and secrets reports from the gateway's audit log.
 
-    python report/report.py <access-log> [--json]
+    python report/report.py <access-log> [--report usage|tools|tool_results|secrets|all] [--json]
 
-Runs report/usage.sql with DuckDB over the JSON lines Envoy writes (make run prints them on
-standard output); lines that are not audit records are ignored.
+Runs the SQL in report/ with DuckDB over the JSON lines Envoy writes (make run prints them on
+standard output); lines that are not audit records are ignored, and records from older gateways
+without `tool_calls`, `tool_results` or `secrets` count as having none. The reports:
+
+    usage         per cost center, model and day: requests, tokens per bucket, cost, cache hit
+                  ratio and savings (usage.sql; chat requests only)
+    tools         tool calls by tool and risk tag per consumer and day (tools.sql, 1st query)
+    tool_results  tool results by tool per consumer and day: results and bytes (tools.sql, 2nd)
+    secrets       secrets found per rule and action per consumer and day (secrets.sql)
+
+`--report all` (the default) prints every report, each under its title; `--json` prints one JSON
+object per row instead, with the report's name under the key "report".
 """
 
 import argparse
@@ -12,9 +22,17 @@ import pathlib
 
 import duckdb
 
-SQL = pathlib.Path(__file__).with_name("usage.sql").read_text()
+HERE = pathlib.Path(__file__).parent
 
-# The audit record columns the report reads, with their types (README.md, "Audit record").
+# name: (title, SQL file, index of the statement in that file)
+REPORTS = {
+    "usage": ("usage per cost center, model and day", "usage.sql", 0),
+    "tools": ("tool calls by tool and risk tag per consumer and day", "tools.sql", 0),
+    "tool_results": ("tool results by tool per consumer and day", "tools.sql", 1),
+    "secrets": ("secrets found per rule per consumer and day", "secrets.sql", 0),
+}
+
+# The audit record columns the reports read, with their types (README.md, "Audit record").
 COLUMNS = {
     "timestamp": "TIMESTAMP",
     "gen_ai.operation.name": "VARCHAR",
@@ -22,6 +40,7 @@ COLUMNS = {
     "gen_ai.response.model": "VARCHAR",
     "price": "VARCHAR",
     "cost_center": "VARCHAR",
+    "virtual_key": "VARCHAR",
     "gen_ai.usage.input_tokens": "UBIGINT",
     "gen_ai.usage.cache_creation.input_tokens": "UBIGINT",
     "cache_creation_5m_input_tokens": "UBIGINT",
@@ -30,10 +49,15 @@ COLUMNS = {
     "gen_ai.usage.output_tokens": "UBIGINT",
     "cost_micro_usd": "UBIGINT",
     "cache_savings_micro_usd": "BIGINT",
+    "tool_calls": "STRUCT(tool VARCHAR, count UBIGINT, programs VARCHAR[], "
+    "risks STRUCT(tag VARCHAR, count UBIGINT)[], truncated UBIGINT, incomplete UBIGINT)[]",
+    "tool_results": "STRUCT(tool VARCHAR, count UBIGINT, bytes UBIGINT)[]",
+    "secrets": "STRUCT(rule VARCHAR, action VARCHAR, count UBIGINT, locations VARCHAR[])[]",
 }
 
 
-def report(log: str) -> list[dict]:
+def connect(log: str) -> duckdb.DuckDBPyConnection:
+    """A connection with the log as the view `audit`."""
     con = duckdb.connect()
     quote = lambda s: "'" + s.replace("'", "''") + "'"
     columns = ", ".join(f"{quote(k)}: {quote(v)}" for k, v in COLUMNS.items())
@@ -41,30 +65,49 @@ def report(log: str) -> list[dict]:
         f"CREATE VIEW audit AS SELECT * FROM read_json({quote(log)}, "
         f"format = 'newline_delimited', ignore_errors = true, columns = {{{columns}}})"
     )
-    cursor = con.execute(SQL)
+    return con
+
+
+def report(log: str, name: str = "usage", con: duckdb.DuckDBPyConnection | None = None) -> list[dict]:
+    """The rows of one report."""
+    con = con or connect(log)
+    _, file, index = REPORTS[name]
+    statement = con.extract_statements((HERE / file).read_text())[index]
+    cursor = con.execute(statement.query)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    names = list(rows[0])
+    cells = [[str(row[n]) for n in names] for row in rows]
+    widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
+    lines = [names] + cells
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("access_log")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument(
+        "--report", choices=[*REPORTS, "all"], default="all", help="which report (default all)"
+    )
     args = parser.parse_args()
-    rows = report(args.access_log)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, default=str))
-        return
-    if not rows:
-        print("no audit records")
-        return
-    names = list(rows[0])
-    cells = [[str(row[n]) for n in names] for row in rows]
-    widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
-    print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
-    for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+    names = list(REPORTS) if args.report == "all" else [args.report]
+    con = connect(args.access_log)
+    for i, name in enumerate(names):
+        rows = report(args.access_log, name, con)
+        if args.json:
+            for row in rows:
+                print(json.dumps({"report": name, **row}, default=str))
+            continue
+        if i:
+            print()
+        print(REPORTS[name][0])
+        print(table(rows))
 
 
 if __name__ == "__main__":

@@ -87,10 +87,35 @@ fn post(gw: &Gateway, body: &[u8]) -> (u16, String) {
     (status, format!("{headers}\n{}", resp.text().unwrap()))
 }
 
+/// The rows of one of `make report`'s reports over the gateway's access log.
+fn report(gw: &Gateway, name: &str) -> Vec<Value> {
+    let log = gw.access_log_path();
+    let script = envoy::repo().join("report/report.py");
+    let out = envoy::python(
+        &[
+            script.as_os_str(),
+            log.as_os_str(),
+            "--report".as_ref(),
+            name.as_ref(),
+            "--json".as_ref(),
+        ],
+        &[],
+    );
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// No secret (nor the redaction key) in anything an operator or client can read.
 fn assert_never_shown(gw: &Gateway, secrets: &[String], responses: &[String]) {
     let mut places = gw.readable_text();
-    places.extend(responses.iter().map(|r| ("a response".to_owned(), r.clone())));
+    places.extend(
+        responses
+            .iter()
+            .map(|r| ("a response".to_owned(), r.clone())),
+    );
     for (place, text) in &places {
         for s in secrets.iter().map(String::as_str).chain([REDACTION_KEY]) {
             assert!(!text.contains(s), "a secret appears in {place}");
@@ -115,8 +140,8 @@ fn a_dotenv_in_a_tool_result_is_audited_blocked_or_redacted() {
         "stripe-key",
     ];
 
-    // Audit, the default: the request goes up as it came, the record says what it held.
-    let (mock, gw) = gateway("{}");
+    // Audit: the request goes up as it came, the record says what it held.
+    let (mock, gw) = gateway(r#"{"secrets":{"enabled":true}}"#);
     let (status, audit_reply) = post(&gw, &body);
     assert_eq!(status, 200);
     let up = mock.wait_requests(1);
@@ -152,6 +177,21 @@ fn a_dotenv_in_a_tool_result_is_audited_blocked_or_redacted() {
     assert_eq!(record["tool_results"][0]["count"], 1);
     assert!(record["tool_results"][0]["bytes"].as_u64().unwrap() > env.text.len() as u64);
     assert_never_shown(&gw, &env.secrets, &[audit_reply]);
+    let found: Vec<(String, u64)> = report(&gw, "secrets")
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap().to_owned(),
+                r["found"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, rules.map(|r| (r.to_owned(), 1)));
+    let feeds = report(&gw, "tool_results");
+    assert_eq!(
+        (&feeds[0]["tool"], &feeds[0]["results"]),
+        (&json!("Read"), &json!(1))
+    );
     gw.assert_healthy();
     drop(gw);
 
@@ -234,7 +274,9 @@ fn a_redacted_session_reads_the_cache_like_an_unredacted_one() {
                 .send()
                 .unwrap();
             assert_eq!(resp.status(), 200);
-            turns.push(usage_of(&serde_json::from_slice(&resp.bytes().unwrap()).unwrap()));
+            turns.push(usage_of(
+                &serde_json::from_slice(&resp.bytes().unwrap()).unwrap(),
+            ));
         }
         let sent: Vec<Vec<u8>> = mock.wait_requests(10).into_iter().map(|r| r.body).collect();
         gw.assert_healthy();
@@ -278,8 +320,14 @@ fn a_redacted_session_reads_the_cache_like_an_unredacted_one() {
 /// An answer calling three tools: a force push and a `.env` read are risky, `cargo test` not.
 fn tool_blocks() -> Vec<(String, Value)> {
     vec![
-        ("toolu_a".into(), json!({"command":"git push --force origin main","description":"push"})),
-        ("toolu_b".into(), json!({"command":"cargo test --workspace"})),
+        (
+            "toolu_a".into(),
+            json!({"command":"git push --force origin main","description":"push"}),
+        ),
+        (
+            "toolu_b".into(),
+            json!({"command":"cargo test --workspace"}),
+        ),
         ("toolu_c".into(), json!({"file_path":"/repo/.env"})),
     ]
 }
@@ -304,7 +352,10 @@ fn streamed(fragment: usize) -> Vec<Vec<u8>> {
         "content_block_delta",
         &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Pushing."}}),
     ));
-    events.push(sse_event("content_block_stop", &json!({"type":"content_block_stop","index":0})));
+    events.push(sse_event(
+        "content_block_stop",
+        &json!({"type":"content_block_stop","index":0}),
+    ));
     for (i, (id, input)) in tool_blocks().iter().enumerate() {
         let index = i + 1;
         events.push(sse_event(
@@ -408,6 +459,25 @@ fn tool_calls_are_recorded_alike_streamed_in_one_byte_fragments_whole_or_as_json
         prometheus.contains("claude_gateway_tool_risks{tool=\"Bash\",risk=\"git-force-push\"} 3"),
         "{prometheus}"
     );
+    // The report counts them per tool and tag.
+    let rows = report(&gw, "tools");
+    let calls: Vec<(&str, &str, u64)> = rows
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap();
+            (s("tool"), s("risk"), r["calls"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("Bash", "(any)", 6),
+            ("Bash", "git-force-push", 3),
+            ("Read", "(any)", 3),
+            ("Read", "dotenv", 3)
+        ]
+    );
+    assert!(rows.iter().all(|r| r["consumer"] == "(none)"));
     // The tags and program names are on the record, never the commands.
     for text in ["push --force", "origin main", "--workspace", "/repo/.env"] {
         for (place, seen) in gw.readable_text() {

@@ -319,6 +319,8 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
         &[
             repo().join("report/report.py"),
             gw.access_log_path(),
+            "--report".into(),
+            "usage".into(),
             "--json".into(),
         ],
         &[],
@@ -328,6 +330,7 @@ fn counters_audit_records_and_the_report_equal_the_upstreams_usage() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    assert!(rows.iter().all(|r| r["report"] == "usage"), "{rows:?}");
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
     assert_eq!(
