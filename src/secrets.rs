@@ -471,11 +471,12 @@ impl Detector {
         if rule.boundary && before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return;
         }
+        // Inside a secret this rule found already (a JWT's second `eyJ`).
         if out
             .iter()
             .rev()
             .take(4)
-            .any(|f| f.rule == r && f.secret.end > p)
+            .any(|f| f.rule == r && (f.secret.start..f.secret.end).contains(&p))
         {
             return;
         }

@@ -8,8 +8,8 @@ use crate::json::{Result, Scanner};
 const MAX_DEPTH: usize = 48;
 
 /// The location of each offset in `sorted` (ascending), in order. A key is written as `*`
-/// when a located offset lies in it (a key can be the secret itself) or when it is not a plain
-/// short name.
+/// when a located offset lies in it (a key can be the secret itself) or when it is not a short
+/// lowercase name (one could hold a secret no rule matched: `x` and a key id).
 pub fn paths(body: &[u8], sorted: &[usize]) -> Vec<String> {
     let mut walk = Walk {
         body,
@@ -71,11 +71,11 @@ impl Walk<'_> {
             let mut obj = s.enter_object()?;
             while let Some(key) = s.next_key(&mut obj)? {
                 let raw = key.span.of(self.body);
+                // Only a name no rule's secret can be: lowercase letters and `_` (the API's own
+                // keys, most tool inputs').
                 let plain = !key.escaped
-                    && (1..=40).contains(&raw.len())
-                    && raw
-                        .iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+                    && (1..=32).contains(&raw.len())
+                    && raw.iter().all(|b| b.is_ascii_lowercase() || *b == b'_');
                 let in_key = self.pending().is_some_and(|o| o < key.span.end);
                 path.push('.');
                 if plain && !in_key {

@@ -1,19 +1,9 @@
 use super::*;
 use crate::json::Scanner;
 
-/// Made-up credentials in each rule's format (none is real: built at run time from a fixed
-/// pseudo-random sequence, so no scanner flags this file).
-fn fake(charset: &[u8], n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(charset[(x % charset.len() as u64) as usize])
-        })
-        .collect()
-}
+#[path = "../../tests/support/fakes.rs"]
+mod fakes;
+use fakes::fake;
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -307,6 +297,22 @@ fn locations_name_the_path_never_the_value() {
     );
     assert_eq!(i.blocked, None);
     assert!(i.edits.is_empty());
+}
+
+#[test]
+fn a_string_searched_decoded_keeps_secrets_found_before_it_later_in_the_batch() {
+    let d = detector(Action::Audit);
+    let (_, _, aws) = positives().remove(0);
+    // The first string has an escape (decoded search), the second the same key plainly.
+    let body = format!(
+        r#"["\u0041{}","{aws}",{{"x{aws}":"{aws}","Key":"{aws}"}}]"#,
+        &aws[1..]
+    );
+    let mut f = scan_json(&d, body.as_bytes());
+    assert_eq!(f.len(), 4);
+    let i = d.assess(body.as_bytes(), &mut f);
+    assert_eq!(i.found[0].locations, ["[0]", "[1]", "[2].*"]);
+    assert!(!format!("{i:?}").contains(&aws[4..]));
 }
 
 #[test]

@@ -6,25 +6,13 @@ use crate::support::bodies::{self, sse_event};
 use crate::support::cache_sim::{CacheSim, SimUsage, usage_of};
 use crate::support::client;
 use crate::support::envoy::{self, Gateway, Run};
+use crate::support::fakes::fake;
 use crate::support::mock::{Mock, Reply, Step};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 const KEY_ENV: &str = "CLAUDE_GATEWAY_REDACTION_KEY";
 const REDACTION_KEY: &str = "e2e-redaction-key-0123456789abcdef";
-
-/// Made-up credentials, built at run time (no scanner flags this file).
-fn fake(charset: &[u8], n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(charset[(x % charset.len() as u64) as usize])
-        })
-        .collect()
-}
 
 struct Dotenv {
     text: String,

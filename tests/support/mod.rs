@@ -6,6 +6,7 @@ pub mod bodies;
 pub use claude_gateway_render as bootstrap;
 pub mod cache_sim;
 pub mod envoy;
+pub mod fakes;
 pub mod mock;
 pub mod ratelimit;
 pub mod replicas;
