@@ -17,6 +17,11 @@
 #[path = "../fuzz/src/lib.rs"]
 mod targets;
 
+#[path = "support/fakes.rs"]
+mod fakes;
+
+use fakes::fake;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -110,6 +115,125 @@ const TOOL_STREAM: &str = concat!(
     "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"file_path\\\":\\\"/home/u/.ssh/co\"}}\n\n",
 );
 
+/// Text holding one made-up secret in the format of each shipped rule.
+fn secret_texts() -> Vec<String> {
+    use base64::Engine;
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const DIGITS: &[u8] = b"0123456789";
+    let b64url = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let pem_lines: Vec<String> = (0..6).map(|i| fake(B64, 64, 90 + i)).collect();
+    let (begin, end) = ("-----BEGIN", "-----END");
+    vec![
+        format!("aws_access_key_id = AKIA{}\n", fake(UPPER32, 16, 1)),
+        format!(
+            "ASIA{} and ABIA{}",
+            fake(UPPER32, 16, 21),
+            fake(UPPER32, 16, 22)
+        ),
+        format!(
+            "AWS_SECRET_ACCESS_KEY={}\nAWS_REGION=eu-west-1",
+            fake(B64, 40, 2)
+        ),
+        format!(
+            "{{\"SecretAccessKey\": 1, \"aws_secret_access_key\": \"{}\"}}",
+            fake(B64, 40, 2)
+        ),
+        format!(
+            "key:\n{begin} RSA PRIVATE KEY-----\n{}\n{end} RSA PRIVATE KEY-----\n",
+            pem_lines.join("\n")
+        ),
+        format!("{begin} OPENSSH PRIVATE KEY-----\n{}", pem_lines[0]),
+        format!("token ghp_{}.", fake(ALNUM, 36, 3)),
+        format!(
+            "GH_TOKEN=github_pat_{}_{}",
+            fake(ALNUM, 22, 4),
+            fake(ALNUM, 59, 5)
+        ),
+        format!("x glpat-{} y", fake(URLSAFE, 20, 6)),
+        format!(
+            "SLACK_BOT_TOKEN=xoxb-{}-{}-{}",
+            fake(DIGITS, 12, 7),
+            fake(DIGITS, 13, 8),
+            fake(ALNUM, 24, 9)
+        ),
+        format!("STRIPE_KEY=\"sk_live_{}\"", fake(ALNUM, 24, 10)),
+        format!("?key=AIza{}&q=1", fake(URLSAFE, 35, 11)),
+        format!("ANTHROPIC_API_KEY=sk-ant-api03-{}", fake(URLSAFE, 95, 12)),
+        format!("OPENAI_API_KEY=sk-proj-{}", fake(URLSAFE, 48, 13)),
+        format!(
+            "key: sk-{}T3BlbkFJ{}",
+            fake(ALNUM, 20, 14),
+            fake(ALNUM, 20, 15)
+        ),
+        format!(
+            "Authorization: Bearer {}.{}.{}",
+            b64url(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b64url(r#"{"sub":"1234567890","name":"Jo"}"#),
+            fake(URLSAFE, 43, 16)
+        ),
+        format!(
+            "DATABASE_URL=postgres://app:{}@db.internal:5432/app",
+            fake(ALNUM, 16, 17)
+        ),
+        format!("mongodb+srv://u:{}@cluster0/x", fake(ALNUM, 20, 18)),
+    ]
+}
+
+/// The `secrets` target's seeds. The whole input is a body, and the input after its first
+/// byte a string placed in a Messages body by that byte: texts with a secret behind each
+/// place byte; JSON bodies (behind a space, so the whole input is JSON too) holding the
+/// secrets plainly, escaped, in keys, repeated, all in one string.
+fn secrets_seeds(bodies: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let texts = secret_texts();
+    let json = |t: &str| serde_json::to_string(t).unwrap();
+    let all_escaped = |t: &str| -> String {
+        let mut out = String::from("\"");
+        for u in t.encode_utf16() {
+            out.push_str(&format!("\\u{u:04x}"));
+        }
+        out + "\""
+    };
+    let message = |content: &str| {
+        format!(
+            r#" {{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{{"role":"user","content":{content}}}]}}"#
+        )
+    };
+    let mut seeds = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        seeds.push([&[i as u8], t.as_bytes()].concat());
+        seeds.push(message(&json(t)).into_bytes());
+        seeds.push(
+            message(&format!(r#"[{{"type":"text","text":{}}}]"#, all_escaped(t))).into_bytes(),
+        );
+    }
+    let aws = format!("AKIA{}", fake(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16, 1));
+    let together = texts.join(" \n ");
+    seeds.extend([
+        [b"\x00", together.as_bytes()].concat(),
+        message(&json(&together)).into_bytes(),
+        message(&all_escaped(&together)).into_bytes(),
+        // A secret as a key, in the value under it, next to an escaped one.
+        format!(r#" {{"model":"m","tools":[{{"name":"x","input_schema":{{"{aws}":{{"k":"{aws}"}},"\u0041{}":["id {aws}"]}}}}],"messages":[]}}"#, &aws[1..]).into_bytes(),
+        // Keys holding a secret's text that no rule matched there (a letter before it).
+        format!(r#" {{"model":"m","metadata":{{"x{aws}":["{aws}"],"db_{}":"mysql://u:{}@h"}},"messages":[]}}"#, fake(b"abcDEF", 16, 7), fake(b"abcDEF", 16, 7)).into_bytes(),
+        // An escaped-prefix string (searched decoded) before a plain one, same rule.
+        format!(r#" ["\u0041{}", "{aws}", "postgres:\/\/u:{}@h\/d"]"#, &aws[1..], fake(b"abcdefgh", 12, 5)).into_bytes(),
+        // The same secret three times, one split by escapes.
+        format!(r#" ["{aws}", {{"a":"{aws} {aws}"}}, "\u0041\u004b{}"]"#, &aws[2..]).into_bytes(),
+    ]);
+    seeds.extend(
+        bodies
+            .iter()
+            .step_by(2)
+            .take(2)
+            .map(|b| [b" ", b.as_slice()].concat()),
+    );
+    seeds
+}
+
 /// The seed corpus of each target.
 fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let bodies = files("tests/fixtures/cache", "json");
@@ -167,6 +291,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("config", configs),
         ("eventstream", eventstream),
         ("tools", tools),
+        ("secrets", secrets_seeds(&bodies)),
     ]
 }
 

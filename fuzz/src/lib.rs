@@ -11,11 +11,13 @@ use claude_gateway::cost;
 use claude_gateway::eventstream::{self, MAX_FRAME, Transcoder};
 use claude_gateway::json::{self, Scanner, Span};
 use claude_gateway::request::{self, BodyIssue};
+use claude_gateway::secrets::{self, Action, Collector, Detector, Finding, Rule, Window};
 use claude_gateway::sse::{Framer, MAX_FIELD};
 use claude_gateway::tools::{self, ToolCall, ToolConfig, ToolWatch};
 use claude_gateway::usage::Extraction;
 use claude_gateway::{splice, sse};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// The built-in price list, built once (it compiles patterns).
@@ -25,7 +27,7 @@ static PRICES: LazyLock<Vec<cost::Price>> = LazyLock::new(cost::list_prices);
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("json", json),
     ("rewrite", rewrite),
     ("sse", sse),
@@ -33,6 +35,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("config", config),
     ("eventstream", eventstream),
     ("tools", tools),
+    ("secrets", secrets),
 ];
 
 /// Deeper than serde_json's own recursion limit (128), far below the scanner's (512).
@@ -565,7 +568,7 @@ pub fn tools(data: &[u8]) {
             assert!(s.tool.len() <= tools::MAX_NAME && s.count > 0);
             assert!(s.programs.len() <= tools::MAX_PROGRAMS);
             assert!(s.programs.iter().all(|p| p.len() <= tools::MAX_PROGRAM));
-            assert!(s.risks.iter().all(|t| t.len() <= tools::MAX_TAG));
+            assert!(s.risks.iter().all(|t| t.tag.len() <= tools::MAX_TAG));
         }
     }
     // Request side: the body's `messages`, else the whole input as the array.
@@ -596,4 +599,320 @@ pub fn tools(data: &[u8]) {
         bytes <= stream.len() as u64,
         "more result bytes than the body has"
     );
+}
+
+/// The redaction key of the `secrets` target's detectors (a fixed one: placeholders reproduce).
+pub const REDACTION_KEY: &[u8] = b"fuzz-redaction-key-0123456789";
+
+/// The shipped rules, all redacting; and the same rules with the three actions in turn.
+static DETECTORS: LazyLock<[Detector; 2]> = LazyLock::new(|| {
+    let build = |action: &dyn Fn(usize) -> Action| {
+        let rules = secrets::shipped()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Rule::new(spec, action(i)).expect("a shipped rule compiles"))
+            .collect();
+        Detector::new(rules, REDACTION_KEY.to_vec())
+    };
+    [
+        build(&|_| Action::Redact),
+        build(&|i| Action::ALL[i % Action::ALL.len()]),
+    ]
+});
+
+/// Passes every string of `body` to `strings`, as far as the scanner gets.
+fn observe(body: &[u8], strings: &mut dyn json::Strings) {
+    let mut s = Scanner::observed(body, strings);
+    if s.value().is_ok() {
+        let _ = s.finish();
+    }
+}
+
+/// The string spans the scanner shows an observer.
+struct Spans(Vec<Span>);
+
+impl json::Strings for Spans {
+    fn string(&mut self, contents: Span) {
+        self.0.push(contents);
+    }
+}
+
+/// The findings of `body` as the filter collects them (batched), before `assess`.
+fn collect(d: &Detector, body: &[u8]) -> Vec<Finding> {
+    let mut c = Collector::new(d, body);
+    observe(body, &mut c);
+    c.finish()
+}
+
+/// The decoded text of a finding.
+fn decoded(body: &[u8], f: &Finding) -> String {
+    let mut w = Window::default();
+    w.fill(body, f.secret.start, f.secret.end, usize::MAX);
+    String::from_utf8_lossy(&w.text).into_owned()
+}
+
+/// A JSON value's shape as parsed, members in document order (duplicate keys kept).
+#[derive(Debug, PartialEq)]
+enum Shape {
+    /// null, a boolean or a number, as serde_json read it.
+    Scalar(String),
+    Str(String),
+    Array(Vec<Shape>),
+    Object(Vec<(String, Shape)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Scalar("null".into()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Shape, E> {
+                Ok(Shape::Scalar(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Shape, E> {
+                Ok(Shape::Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Shape, E> {
+                Ok(Shape::Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Shape, E> {
+                Ok(Shape::Scalar(format!("f{:x}", v.to_bits())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
+                Ok(Shape::Str(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
+                let mut items = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    items.push(x);
+                }
+                Ok(Shape::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
+                let mut members = Vec::new();
+                while let Some(m) = a.next_entry::<String, Shape>()? {
+                    members.push(m);
+                }
+                Ok(Shape::Object(members))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether `after` is `before` with redactions: the same structure, scalars and member order;
+/// a string or key that differs now holds a placeholder.
+fn same_but_redacted(before: &Shape, after: &Shape) -> bool {
+    let text = |a: &String, b: &String| a == b || b.contains("[REDACTED:");
+    match (before, after) {
+        (Shape::Scalar(a), Shape::Scalar(b)) => a == b,
+        (Shape::Str(a), Shape::Str(b)) => text(a, b),
+        (Shape::Array(a), Shape::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_but_redacted(x, y))
+        }
+        (Shape::Object(a), Shape::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((ka, va), (kb, vb))| text(ka, kb) && same_but_redacted(va, vb))
+        }
+        _ => false,
+    }
+}
+
+/// Every property of one detector on one body; returns the assessed findings.
+fn check_secrets(d: &Detector, body: &[u8]) -> Vec<Finding> {
+    let mut found = collect(d, body);
+    let raw = found.clone();
+    let inspection = d.assess(body, &mut found);
+
+    // Determinism: the same body, the same findings and assessment.
+    let mut again = collect(d, body);
+    assert_eq!(again, raw, "a second scan found something else");
+    assert_eq!(d.assess(body, &mut again), inspection);
+    assert_eq!(again, found);
+
+    // Batching changes nothing: each string searched alone finds the same secrets.
+    let mut spans = Spans(Vec::new());
+    observe(body, &mut spans);
+    let mut alone = Vec::new();
+    for s in &spans.0 {
+        d.scan(body, *s, &mut alone);
+    }
+    d.assess(body, &mut alone);
+    assert_eq!(alone, found, "batched and string-by-string scans disagree");
+
+    // Findings: inside the body, sorted, disjoint, each inside a string the scanner showed.
+    for f in &found {
+        assert!(f.secret.start < f.secret.end && f.secret.end <= body.len());
+        assert!(f.rule < d.rules.len());
+        assert!(
+            spans
+                .0
+                .iter()
+                .any(|s| s.start <= f.secret.start && f.secret.end <= s.end),
+            "a finding outside every string"
+        );
+    }
+    assert!(
+        found
+            .windows(2)
+            .all(|w| w[0].secret.end <= w[1].secret.start)
+    );
+
+    // Edits: in the body, sorted, disjoint; one per redacting finding, its placeholder.
+    let e = &inspection.edits;
+    assert!(
+        e.iter()
+            .all(|e| e.remove > 0 && e.at + e.remove <= body.len())
+    );
+    assert!(
+        e.windows(2).all(|w| w[0].at + w[0].remove <= w[1].at),
+        "edits unsorted or overlapping"
+    );
+    let redacted: Vec<&Finding> = found
+        .iter()
+        .filter(|f| d.rules[f.rule].action == Action::Redact)
+        .collect();
+    assert_eq!(e.len(), redacted.len());
+    let mut placeholders: HashMap<(usize, String), String> = HashMap::new();
+    for (edit, f) in e.iter().zip(&redacted) {
+        assert_eq!((edit.at, edit.remove), (f.secret.start, f.secret.len()));
+        let p = d.placeholder(body, f);
+        assert_eq!(edit.bytes, p.as_bytes());
+        let name = &d.rules[f.rule].name;
+        let tag = p
+            .strip_prefix(&format!("[REDACTED:{name}:"))
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or_default();
+        assert!(
+            tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a malformed placeholder {p}"
+        );
+    }
+    // The same decoded secret, the same placeholder.
+    for f in &found {
+        let p = d.placeholder(body, f);
+        let known = placeholders
+            .entry((f.rule, decoded(body, f)))
+            .or_insert_with(|| p.clone());
+        assert_eq!(*known, p, "one secret, two placeholders");
+    }
+
+    // Counts and locations: one count per finding; no location shows a secret. Locations name
+    // only short lowercase keys (others are `*`) and indices: a secret that such a path could
+    // spell by chance (a lowercase password `messages`) is not looked for.
+    let counted: u64 = inspection.found.iter().map(|x| x.count).sum();
+    assert_eq!(counted, found.len() as u64);
+    let locations: Vec<&str> = inspection
+        .found
+        .iter()
+        .flat_map(|x| x.locations.iter().map(String::as_str))
+        .chain(
+            inspection
+                .blocked
+                .as_deref()
+                .and_then(|b| b.split_once(" at ").map(|(_, l)| l)),
+        )
+        .collect();
+    for f in &found {
+        let secret = decoded(body, f);
+        let path_like = secret
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.[]*".contains(&b));
+        if secret.len() < 8 || path_like {
+            continue;
+        }
+        for l in &locations {
+            assert!(
+                !l.contains(&secret),
+                "the location {l:?} shows a secret ({})",
+                d.rules[f.rule].name
+            );
+        }
+    }
+
+    // Valid JSON stays valid, with the same structure, once redacted.
+    if let Ok(before) = serde_json::from_slice::<Shape>(body) {
+        let out = splice::apply(body, &inspection.edits);
+        let after = serde_json::from_slice::<Shape>(&out)
+            .unwrap_or_else(|e| panic!("valid JSON in, invalid JSON out after redaction ({e})"));
+        assert!(
+            same_but_redacted(&before, &after),
+            "redaction changed more than strings"
+        );
+    }
+    found
+}
+
+/// (rule, decoded secret) of each finding.
+fn named(body: &[u8], found: &[Finding]) -> Vec<(usize, String)> {
+    found.iter().map(|f| (f.rule, decoded(body, f))).collect()
+}
+
+/// Where the `secrets` target puts its string in a Messages body (`{}`: the JSON string).
+const PLACES: [&str; 5] = [
+    r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":[{"type":"text","text":{}}]}]}"#,
+    r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":{}}]}"#,
+    r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"run it"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"cat .env"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":{}}]}]}"#,
+    r#"{"model":"claude-sonnet-4-5","system":[{"type":"text","text":{},"cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}]}"#,
+    r#"{"model":"claude-sonnet-4-5","tools":[{"name":"t","input_schema":{"type":"object","properties":{{}:{"type":"string"}}}}],"messages":[{"role":"user","content":"hi"}]}"#,
+];
+
+/// Secrets in request bodies: no panic on any body; findings and redaction edits inside the
+/// body, sorted and disjoint; valid JSON redacted is valid JSON of the same structure; no
+/// location shows a secret; the same findings on a second scan and string by string as in
+/// batches; the same placeholder for the same secret; actions change no finding. The whole
+/// input is one body; the input after its first byte is also a string (escaped as serde_json
+/// does, and every character as `\uXXXX`) in a Messages body at the place that byte picks, read
+/// by the request inspector too; both escapings of ASCII text find the same secrets.
+pub fn secrets(data: &[u8]) {
+    let [redact, mixed] = &*DETECTORS;
+    let found = check_secrets(redact, data);
+    assert_eq!(
+        check_secrets(mixed, data),
+        found,
+        "actions changed the findings"
+    );
+
+    let Some((&place, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let plain = serde_json::to_string(&*text).unwrap_or_default();
+    let mut escaped = String::from("\"");
+    for c in text.chars() {
+        for u in c.encode_utf16(&mut [0; 2]) {
+            escaped.push_str(&format!("\\u{u:04x}"));
+        }
+    }
+    escaped.push('"');
+    let template = PLACES[usize::from(place) % PLACES.len()];
+    let mut seen = Vec::new();
+    for string in [plain, escaped] {
+        let body = template.replacen("{}", &string, 1).into_bytes();
+        let found = check_secrets(redact, &body);
+        // The request inspector shows the detector the same strings.
+        match request::inspect_with(&body, true, None, Some(redact)) {
+            Ok(facts) => {
+                let mut via = facts.secrets;
+                redact.assess(&body, &mut via);
+                assert_eq!(via, found, "the request inspector found other secrets");
+            }
+            Err(other) => panic!("inspect: {other:?} for a Messages body"),
+        }
+        seen.push(named(&body, &found));
+    }
+    if text.is_ascii() {
+        assert_eq!(
+            seen[0], seen[1],
+            "escaping every character changed the findings"
+        );
+    }
 }
