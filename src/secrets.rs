@@ -11,6 +11,7 @@
 
 mod locate;
 mod prefilter;
+mod rule;
 mod window;
 
 use crate::json::Span;
@@ -18,13 +19,11 @@ use crate::splice::Edit;
 use hashbrown::HashMap;
 use hmac::{Hmac, Mac};
 use prefilter::{BUCKETS, Fingerprint, Tables};
-use serde::{Deserialize, Serialize};
+pub use rule::{Action, Check, Rule, RuleSpec, shipped};
+use serde::Serialize;
 use sha2::Sha256;
 use std::fmt;
 pub use window::Window;
-
-/// The shipped rules (configuration data: the plugin configuration adds to or replaces them).
-pub const SHIPPED: &str = include_str!("secrets/rules.json");
 
 /// Strings shorter than this hold no secret a rule knows.
 const MIN_STRING: usize = 12;
@@ -34,141 +33,6 @@ const CHUNK: usize = 32 * 1024;
 const MAX_PREFIX: usize = 64;
 /// Locations listed per rule in the audit record.
 const MAX_LOCATIONS: usize = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Listed in the audit record and counted.
-    Audit,
-    /// Answered with a 400; nothing goes upstream.
-    Block,
-    /// Replaced by a placeholder before the request goes upstream.
-    Redact,
-}
-
-impl Action {
-    pub const ALL: [Action; 3] = [Action::Audit, Action::Block, Action::Redact];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Audit => "audit",
-            Action::Block => "block",
-            Action::Redact => "redact",
-        }
-    }
-}
-
-/// A further check of a match that its pattern cannot express.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Check {
-    /// A JSON Web Token: the first segment is base64url of a JSON object with `alg`.
-    Jwt,
-}
-
-/// A rule as data: the shipped list and the plugin configuration's `secrets.rules`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Short `[a-z0-9-]` name: metric label, audit record, placeholder.
-    pub name: String,
-    /// Literal starts of a match (3 to 64 ASCII bytes); the prefilter looks for these.
-    pub prefixes: Vec<String>,
-    /// A regular expression matched at a prefix on the decoded string; its `secret` group (or
-    /// the whole match) is the secret.
-    pub pattern: String,
-    /// Prefixes match in any letter case.
-    #[serde(default)]
-    pub ignore_case: bool,
-    /// The byte before a prefix must not be a letter or digit.
-    #[serde(default = "yes")]
-    pub boundary: bool,
-    /// Decoded bytes the pattern may read from the prefix.
-    #[serde(default = "default_max_len")]
-    pub max_len: usize,
-    #[serde(default)]
-    pub check: Option<Check>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_max_len() -> usize {
-    256
-}
-
-/// The shipped rules.
-pub fn shipped() -> Vec<RuleSpec> {
-    serde_json::from_str(SHIPPED).unwrap_or_default()
-}
-
-#[derive(Clone)]
-pub struct Rule {
-    pub name: String,
-    pub action: Action,
-    prefixes: Vec<Vec<u8>>,
-    ignore_case: bool,
-    boundary: bool,
-    max_len: usize,
-    pattern: regex_lite::Regex,
-    check: Option<Check>,
-}
-
-impl Rule {
-    /// Compiles a rule, or says which field is wrong and how (never echoing it).
-    pub fn new(spec: &RuleSpec, action: Action) -> Result<Rule, (&'static str, &'static str)> {
-        let name_ok = (1..=48).contains(&spec.name.len())
-            && spec
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            return Err(("name", "must be 1 to 48 characters of a-z, 0-9 and -"));
-        }
-        let prefix_ok = |p: &String| {
-            (3..=MAX_PREFIX).contains(&p.len())
-                && p.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-                && !p.contains(['"', '\\'])
-        };
-        if spec.prefixes.is_empty() || !spec.prefixes.iter().all(prefix_ok) {
-            return Err((
-                "prefixes",
-                "must be one or more strings of 3 to 64 printable ASCII characters, without quotes or backslashes",
-            ));
-        }
-        if !(16..=65_536).contains(&spec.max_len) {
-            return Err(("max_len", "must be between 16 and 65536"));
-        }
-        let pattern = regex_lite::Regex::new(&format!("^(?:{})", spec.pattern))
-            .map_err(|_| ("pattern", "is not a valid regular expression"))?;
-        Ok(Rule {
-            name: spec.name.clone(),
-            action,
-            prefixes: spec
-                .prefixes
-                .iter()
-                .map(|p| p.as_bytes().to_vec())
-                .collect(),
-            ignore_case: spec.ignore_case,
-            boundary: spec.boundary,
-            max_len: spec.max_len,
-            pattern,
-            check: spec.check,
-        })
-    }
-
-    fn prefix_at(&self, hay: &[u8], at: usize, prefix: usize) -> bool {
-        let Some(p) = self.prefixes.get(prefix) else {
-            return false;
-        };
-        match hay.get(at..at + p.len()) {
-            Some(got) if self.ignore_case => got.eq_ignore_ascii_case(p),
-            Some(got) => got == p.as_slice(),
-            None => false,
-        }
-    }
-}
 
 /// One secret in a body: its rule and the raw bytes it occupies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

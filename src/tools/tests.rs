@@ -1,3 +1,4 @@
+use super::rules::BUILTIN_RISKS;
 use super::*;
 use crate::sse::Framer;
 use serde_json::{Value, json};
