@@ -219,7 +219,7 @@ pub fn plan_call<'c>(
     }
     if let (Ok(f), Some(bytes), true) = (&facts, body, config.tools.enabled) {
         if let Some((user, assistants)) = &f.layout.last_turn {
-            plan.tool_results = tools::tool_results_in(bytes, *user, assistants);
+            plan.tool_results = tools::tool_results(bytes, *user, assistants);
         }
     }
     let model = facts.as_ref().ok().map(|f| f.model.as_str()).or(path_model);

@@ -13,7 +13,7 @@ mod feed;
 mod input;
 mod rules;
 
-pub use feed::{MAX_FEEDS, ToolFeed, tool_results, tool_results_in};
+pub use feed::{MAX_FEEDS, ToolFeed, tool_results};
 pub use rules::{
     MAX_CONTAINS, MAX_LITERAL, RiskRule, RuleError, ToolConfig, builtin_risks, valid_tag,
     valid_tool_name,

@@ -571,23 +571,12 @@ pub fn tools(data: &[u8]) {
             assert!(s.risks.iter().all(|t| t.tag.len() <= tools::MAX_TAG));
         }
     }
-    // Request side: the body's `messages`, else the whole input as the array.
-    let messages = || {
-        let mut s = Scanner::new(stream);
-        let mut top = s.enter_object().ok()?;
-        while let Some(key) = s.next_key(&mut top).ok()? {
-            let span = s.value().ok()?;
-            if key.matches(stream, "messages") {
-                return Some(span);
-            }
-        }
-        None
-    };
-    let whole = Span {
-        start: 0,
-        end: stream.len(),
-    };
-    let feeds = tools::tool_results(stream, messages().unwrap_or(whole));
+    // Request side: the last turn the layout finds, else every offset's first bytes as one.
+    let turn = claude_gateway::request::inspect_as(stream, true, Some("m"))
+        .ok()
+        .and_then(|f| f.layout.last_turn)
+        .unwrap_or((0, vec![0, stream.len() / 2]));
+    let feeds = tools::tool_results(stream, turn.0, &turn.1);
     assert!(feeds.len() <= tools::MAX_FEEDS + 1, "unbounded feeds");
     assert!(
         feeds

@@ -29,16 +29,15 @@ impl Tables {
                 let (Some(lo), Some(hi)) = (t.lo.get_mut(k), t.hi.get_mut(k)) else {
                     continue;
                 };
-                let nibbles = match byte {
-                    Some(b) => (usize::from(b & 15)..=usize::from(b & 15))
-                        .zip(usize::from(b >> 4)..=usize::from(b >> 4))
-                        .collect::<Vec<_>>(),
-                    None => (0..16).zip(0..16).collect(),
+                // A fixed byte sets its two nibbles' bits; any byte, every nibble's.
+                let (l, h) = match byte {
+                    Some(b) => (1u16 << (b & 15), 1u16 << (b >> 4)),
+                    None => (u16::MAX, u16::MAX),
                 };
-                for (l, h) in nibbles {
-                    if let (Some(l), Some(h)) = (lo.get_mut(l), hi.get_mut(h)) {
-                        *l |= bit;
-                        *h |= bit;
+                for n in 0..16 {
+                    if let (Some(lo_n), Some(hi_n)) = (lo.get_mut(n), hi.get_mut(n)) {
+                        *lo_n |= if l & (1 << n) != 0 { bit } else { 0 };
+                        *hi_n |= if h & (1 << n) != 0 { bit } else { 0 };
                     }
                 }
             }
@@ -193,39 +192,8 @@ impl Tables {
         Some(at)
     }
 
-    /// Bit `j` set when one bucket accepts `window[j..j + 3]`, for `j` in `0..16`.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    fn lanes(&self, window: &[u8; 18]) -> u16 {
-        use core::arch::wasm32::{
-            u8x16_bitmask, u8x16_ne, u8x16_shr, u8x16_splat, u8x16_swizzle, v128, v128_and,
-            v128_any_true, v128_load,
-        };
-        let load = |p: *const u8| {
-            // SAFETY: every load reads 16 bytes at offset 0, 1 or 2 of the 18-byte window;
-            // v128_load accepts unaligned addresses.
-            unsafe { v128_load(p.cast::<v128>()) }
-        };
-        let nibble = u8x16_splat(15);
-        let lookup = |k: usize, v: v128| {
-            let (Some(lo), Some(hi)) = (self.lo.get(k), self.hi.get(k)) else {
-                return u8x16_splat(0);
-            };
-            let lo = u8x16_swizzle(load(lo.as_ptr()), v128_and(v, nibble));
-            let hi = u8x16_swizzle(load(hi.as_ptr()), u8x16_shr(v, 4));
-            v128_and(lo, hi)
-        };
-        let p = window.as_ptr();
-        let all = v128_and(
-            v128_and(lookup(0, load(p)), lookup(1, load(p.wrapping_add(1)))),
-            lookup(2, load(p.wrapping_add(2))),
-        );
-        if !v128_any_true(all) {
-            return 0;
-        }
-        u8x16_bitmask(u8x16_ne(all, u8x16_splat(0)))
-    }
-
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    /// Bit `j` set when one bucket accepts `window[j..j + 3]`, for `j` in `0..16`: a table
+    /// walk (with wasm SIMD, only the last few bytes of a body come here).
     fn lanes(&self, window: &[u8; 18]) -> u16 {
         let mut lanes = 0u16;
         for j in 0..16 {

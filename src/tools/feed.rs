@@ -8,15 +8,13 @@
 //! long the conversation is.
 
 use super::{Block, MAX_NAME, cap, read_block};
-use crate::json::{self, Scanner, Span};
+use crate::json::{self, Scanner};
 use serde::Serialize;
 
 /// Distinct tools reported; results of any further tool are merged into `other`.
 pub const MAX_FEEDS: usize = 64;
 /// `tool_result` blocks attributed one by one; any further ones go to `other`.
 const MAX_RESULTS: usize = 256;
-/// Assistant messages in a row before the last user message whose tool calls are looked up.
-const MAX_ASSISTANTS: usize = 16;
 /// Longest `tool_use_id` compared (longer ones are compared by this prefix).
 const MAX_ID: usize = 128;
 
@@ -31,21 +29,11 @@ pub struct ToolFeed {
     pub bytes: u64,
 }
 
-/// The tool results of the request body `body`, whose `messages` array (brackets included) is
-/// at `messages`, by tool, the largest first. Empty if the array cannot be read.
-pub fn tool_results(body: &[u8], messages: Span) -> Vec<ToolFeed> {
-    let mut s = Scanner::new(body);
-    s.seek(messages.start);
-    let Ok(Some((user, assistants))) = last_turn(&mut s, body) else {
-        return Vec::new();
-    };
-    attribute(&mut s, body, user, assistants)
-}
-
-/// [`tool_results`] when the scan that read the body already found where the last user
-/// message and the assistant messages before it start (`Layout::last_turn`): only those are
-/// read again.
-pub fn tool_results_in(body: &[u8], user: usize, assistants: &[usize]) -> Vec<ToolFeed> {
+/// The tool results of the request body `body` whose last user message starts at `user`, by
+/// tool, the largest first, named by the calls of the assistant messages starting at
+/// `assistants` (the scan that read the body found both: `Layout::last_turn`). Only those
+/// messages are read again. Empty if they cannot be read.
+pub fn tool_results(body: &[u8], user: usize, assistants: &[usize]) -> Vec<ToolFeed> {
     let mut s = Scanner::new(body);
     let Some(user) = content_of(&mut s, body, user) else {
         return Vec::new();
@@ -142,41 +130,6 @@ fn attribute(s: &mut Scanner, body: &[u8], user: usize, assistants: Vec<usize>) 
     }
     feeds.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.tool.cmp(&b.tool)));
     feeds
-}
-
-/// One pass over `messages`: where the last user message's `content` is, and the `content`
-/// of the assistant messages just before it.
-fn last_turn(s: &mut Scanner, body: &[u8]) -> json::Result<Option<(usize, Vec<usize>)>> {
-    let mut last = None;
-    let mut assistants = Vec::new();
-    let mut list = s.enter_array()?;
-    while s.next_item(&mut list)? {
-        if s.peek()? != b'{' {
-            s.value()?;
-            continue;
-        }
-        let (mut role, mut content) = (None, None);
-        let mut message = s.enter_object()?;
-        while let Some(key) = s.next_key(&mut message)? {
-            if key.matches(body, "role") && s.peek()? == b'"' {
-                role = Some(s.string()?);
-                continue;
-            }
-            if key.matches(body, "content") {
-                content = Some(s.pos());
-            }
-            s.value()?;
-        }
-        let (Some(role), Some(content)) = (role, content) else {
-            continue;
-        };
-        if role.matches(body, "user") {
-            last = Some((content, std::mem::take(&mut assistants)));
-        } else if role.matches(body, "assistant") && assistants.len() < MAX_ASSISTANTS {
-            assistants.push(content);
-        }
-    }
-    Ok(last)
 }
 
 /// Shows `f` every block of the `content` array at `at` (a string content has none).

@@ -609,17 +609,12 @@ fn lenient_strings_of_a_cut_input() {
 
 // --- Request side --------------------------------------------------------------------------
 
+/// The tool results of a body, found as the gateway finds them (the layout's last turn).
 fn results(body: &Value) -> Vec<ToolFeed> {
     let text = body.to_string();
-    let mut s = Scanner::new(text.as_bytes());
-    let mut top = s.enter_object().unwrap();
-    while let Some(k) = s.next_key(&mut top).unwrap() {
-        let span = s.value().unwrap();
-        if k.matches(text.as_bytes(), "messages") {
-            return tool_results(text.as_bytes(), span);
-        }
-    }
-    panic!("no messages");
+    let facts = crate::request::inspect_as(text.as_bytes(), true, Some("m")).unwrap();
+    let (user, assistants) = facts.layout.last_turn.expect("a user message");
+    tool_results(text.as_bytes(), user, &assistants)
 }
 
 fn feed(tool: &str, count: u64, bytes: u64) -> ToolFeed {
@@ -696,24 +691,21 @@ fn tool_results_are_bounded_and_survive_bad_bodies() {
     assert_eq!(feeds.iter().map(|f| f.count).sum::<u64>(), 300);
     let other = feeds.iter().find(|f| f.tool == "other").unwrap();
     assert_eq!(other.count, 300 - MAX_FEEDS as u64);
+    // Offsets that are no message, bodies that break off: nothing, and no panic.
     for bad in [
         "",
         "[",
         "{}",
-        "[1,{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\"",
+        "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\"",
         "\"x\"",
     ] {
-        let span = Span {
-            start: 0,
-            end: bad.len(),
-        };
-        assert!(tool_results(bad.as_bytes(), span).is_empty(), "{bad}");
+        for at in [0, 1, 1000] {
+            assert!(
+                tool_results(bad.as_bytes(), at, &[at, 0]).is_empty(),
+                "{bad}"
+            );
+        }
     }
-    let span = Span {
-        start: 1000,
-        end: 2000,
-    };
-    assert!(tool_results(b"[]", span).is_empty());
 }
 
 #[test]
