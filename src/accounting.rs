@@ -9,6 +9,7 @@ use crate::keys::Consumer;
 use crate::metrics::{self, Labels, Metric};
 use crate::request::{BodyIssue, Endpoint};
 use crate::session;
+use crate::sessions;
 use crate::usage::{Extraction, Tokens};
 
 /// Everything known about a request when it ends.
@@ -59,6 +60,11 @@ pub struct Finished<'a> {
     /// The tool calls of the answer, and the tool results of the request.
     pub tool_calls: &'a [crate::tools::ToolCall],
     pub tool_results: &'a [crate::tools::ToolFeed],
+    /// Claude Code's agent headers (subagents), validated.
+    pub agent_id: Option<&'a str>,
+    pub parent_agent_id: Option<&'a str>,
+    /// The session's view of this turn (sessions on, a session known).
+    pub insight: Option<&'a sessions::Insight>,
 }
 
 /// Metric updates: counters to add to, histogram values to record.
@@ -172,6 +178,20 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         }
     }
 
+    let miss = ex.and_then(|x| x.cache_miss.as_ref());
+    let start_ms = f.start_ns / 1_000_000;
+    let previous = f.insight.and_then(|i| i.previous.as_ref());
+    let verdict = f.insight.and_then(|i| {
+        let changed = i.changed.filter(|_| i.print.is_some());
+        sessions::verdict(previous, changed, start_ms, &tokens)
+    });
+    if let Some(m) = miss {
+        up.count(1, || metrics::cache_misses(&m.reason));
+    }
+    if let Some(v) = verdict {
+        up.count(1, || metrics::cache_verdicts(v));
+    }
+
     let short = |s: Option<&str>| s.map(|s| s.chars().take(128).collect::<String>());
     let record = Record {
         timestamp: crate::time::rfc3339(f.start_ns),
@@ -232,6 +252,13 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
         secrets: f.secrets.to_vec(),
         tool_calls: crate::tools::summary(f.tool_calls),
         tool_results: f.tool_results.to_vec(),
+        agent_id: f.agent_id.map(str::to_owned),
+        parent_agent_id: f.parent_agent_id.map(str::to_owned),
+        cache_miss_reason: miss.map(|m| m.reason.clone()),
+        cache_missed_input_tokens: miss.and_then(|m| m.missed_tokens),
+        cache_verdict: verdict,
+        cache_expected_tokens: previous.map(|p| p.cached),
+        idle_ms: previous.map(|p| start_ms.saturating_sub(p.at_ms)),
     };
     (up, record)
 }

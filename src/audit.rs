@@ -95,6 +95,19 @@ pub struct Record {
     pub tool_calls: Vec<crate::tools::ToolSummary>,
     /// The tool results of this turn (the last user message), by tool, with their bytes.
     pub tool_results: Vec<crate::tools::ToolFeed>,
+    /// Claude Code's subagent (`x-claude-code-agent-id`) and the agent that spawned it.
+    pub agent_id: Option<String>,
+    pub parent_agent_id: Option<String>,
+    /// Anthropic's cache diagnosis: why the prefix of the previous turn was not reused.
+    pub cache_miss_reason: Option<String>,
+    pub cache_missed_input_tokens: Option<u64>,
+    /// The gateway's own reading: `hit`, `<part>_changed`, `ttl_expired`, `partial`,
+    /// `unexplained` (null on a session's first turn or with nothing cached before).
+    pub cache_verdict: Option<&'static str>,
+    /// What the previous turn of the same agent left in the cache (read + written tokens).
+    pub cache_expected_tokens: Option<u64>,
+    /// Time since the previous turn of the same agent ended.
+    pub idle_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]

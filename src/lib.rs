@@ -23,6 +23,7 @@ pub mod request;
 pub mod routing;
 pub mod secrets;
 pub mod session;
+pub mod sessions;
 pub mod splice;
 pub mod sse;
 pub mod time;

@@ -83,6 +83,16 @@ pub fn tool_risks(tool: &str, risk: &str) -> Metric {
     )
 }
 
+/// Anthropic's cache diagnoses, by reason (`pending` while the API had not finished).
+pub fn cache_misses(reason: &str) -> Metric {
+    Metric::new(Kind::Counter, "cache_misses", &[("reason", reason)])
+}
+
+/// The gateway's own cache verdicts on a session's turns, by verdict.
+pub fn cache_verdicts(verdict: &str) -> Metric {
+    Metric::new(Kind::Counter, "cache_verdicts", &[("reason", verdict)])
+}
+
 /// Cache markers the gateway added, by location and TTL.
 pub fn cache_markers_added(location: Location, ttl: Ttl) -> Metric {
     Metric::new(

@@ -85,6 +85,17 @@ fn reply(status: u32, error_type: &'static str, details: &'static str, message: 
     }
 }
 
+/// `GET /v1/gateway/sessions/{id}` for a session this caller did not make (or one the table no
+/// longer holds): the same answer, so a caller learns nothing of other callers' sessions.
+pub fn session_not_found() -> Reply {
+    reply(
+        404,
+        "not_found_error",
+        "claude_gateway.session_not_found",
+        "No session with this id was made with this credential on this gateway.".into(),
+    )
+}
+
 /// The body was half rewritten in Envoy's buffer when a host call failed: it must not go out.
 pub fn rewrite_failed() -> Reply {
     reply(
@@ -192,6 +203,7 @@ pub fn plan_call<'c>(
 ) -> Plan<'c> {
     let layout = config.cache.enabled
         || config.tools.enabled
+        || config.sessions.prefix_check
         || config.routes.all().any(|r| r.reject_system_messages);
     let path_model = inbound.and_then(|i| i.model.as_deref());
     let mut facts = match body {

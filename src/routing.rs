@@ -69,6 +69,9 @@ pub struct Route {
     /// Answer 400 to bodies with mid-conversation `role:"system"` messages (vendors that reject
     /// them): nothing is dropped from a body silently.
     pub reject_system_messages: bool,
+    /// Ask the Claude API why the cache missed (`diagnostics.previous_message_id`, added when
+    /// the client did not send `diagnostics`); never for vendors that reject the field.
+    pub cache_diagnostics: bool,
     /// Drop the query (`?beta=true`) for vendors that refuse unknown parameters.
     pub strip_query: bool,
     /// The wire format the upstream speaks.
@@ -105,6 +108,7 @@ impl Route {
             drop_anthropic_beta: false,
             drop_betas: Vec::new(),
             reject_system_messages: false,
+            cache_diagnostics: false,
             strip_query: false,
             dialect: Dialect::Anthropic,
             models: Vec::new(),

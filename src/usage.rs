@@ -95,6 +95,41 @@ struct ErrorJson {
     kind: Option<String>,
 }
 
+/// Why the API says the prompt cache could not reuse the previous request's prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheMiss {
+    /// `model_changed`, `system_changed`, `tools_changed`, `messages_changed`,
+    /// `previous_message_not_found`, `unavailable`, or `pending` (not known yet).
+    pub reason: String,
+    /// The API's estimate of the input tokens after the divergence (`*_changed` only).
+    pub missed_tokens: Option<u64>,
+}
+
+impl CacheMiss {
+    /// From a message's `diagnostics`, read leniently: a shape the gateway does not know is
+    /// no diagnosis, never a failed usage read. `cache_miss_reason` is null while the API's
+    /// comparison is still pending.
+    fn from_value(d: &serde_json::Value) -> Option<CacheMiss> {
+        let reason = d.as_object()?.get("cache_miss_reason")?;
+        Some(CacheMiss {
+            reason: metric_safe(reason.get("type").and_then(|t| t.as_str()))
+                .unwrap_or_else(|| "pending".to_owned()),
+            missed_tokens: reason
+                .get("cache_missed_input_tokens")
+                .and_then(|n| n.as_u64()),
+        })
+    }
+}
+
+/// A reason as a metric label: the API's own words, or `other` for anything that is not a
+/// plain lowercase identifier.
+fn metric_safe(reason: Option<&str>) -> Option<String> {
+    let r = reason?;
+    let plain =
+        !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    Some(if plain { r } else { "other" }.to_owned())
+}
+
 /// Any of: a message (non-streaming body, or `message_start.message`), an error body, or a
 /// stream event. Unknown fields are ignored.
 #[derive(Deserialize, Default)]
@@ -106,6 +141,7 @@ struct Envelope {
     stop_reason: Option<String>,
     usage: Option<UsageJson>,
     message: Option<Box<Envelope>>,
+    diagnostics: Option<serde_json::Value>,
     delta: Option<Delta>,
     error: Option<ErrorJson>,
 }
@@ -155,6 +191,8 @@ pub struct Extraction {
     pub model: Option<String>,
     pub message_id: Option<String>,
     pub stop_reason: Option<String>,
+    /// The API's cache diagnosis (when the request asked for one).
+    pub cache_miss: Option<CacheMiss>,
     /// `error.type` of an error body or a mid-stream `event: error`.
     pub error_type: Option<String>,
     /// The error arrived as an event after a 200.
@@ -234,6 +272,7 @@ impl Extraction {
                         self.take_usage(m.usage.as_ref());
                         self.model = short(m.model).or(self.model.take());
                         self.message_id = short(m.id);
+                        self.cache_miss = m.diagnostics.as_ref().and_then(CacheMiss::from_value);
                     }
                     b"message_delta" => {
                         self.take_usage(env.usage.as_ref());
@@ -270,6 +309,7 @@ impl Extraction {
         self.model = short(env.model);
         self.message_id = short(env.id);
         self.stop_reason = short(env.stop_reason);
+        self.cache_miss = env.diagnostics.as_ref().and_then(CacheMiss::from_value);
     }
 
     /// Usage a vendor reported beside the events (Bedrock's `amazon-bedrock-invocationMetrics`):

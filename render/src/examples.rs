@@ -250,6 +250,7 @@ routes:
   cluster: openrouter
   auth: bearer
   path_prefix: /api
+  cache_diagnostics: false
 default_route: {name: anthropic, cluster: anthropic}
 unknown_model: default
 "#;

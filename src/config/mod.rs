@@ -7,6 +7,7 @@ mod dialects;
 mod keys;
 mod routes;
 mod secrets;
+mod sessions;
 mod tools;
 mod usage;
 
@@ -89,6 +90,7 @@ struct RawConfig {
     global_limits: RawGlobalLimits,
     secrets: secrets::RawSecrets,
     tools: tools::RawTools,
+    sessions: sessions::RawSessions,
 }
 
 impl Default for RawConfig {
@@ -111,6 +113,7 @@ impl Default for RawConfig {
             global_limits: RawGlobalLimits::default(),
             secrets: secrets::RawSecrets::default(),
             tools: tools::RawTools::default(),
+            sessions: sessions::RawSessions::default(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct Config {
     pub secrets: Option<crate::secrets::Detector>,
     /// Tool-call inspection (audit fields, tool and risk counters).
     pub tools: crate::tools::ToolConfig,
+    /// Per-session totals, the session endpoint, cache-miss insight.
+    pub sessions: sessions::Sessions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +281,7 @@ pub fn parse_with_env(
         global_limits: compile_global(raw.global_limits)?,
         secrets: secrets::compile_secrets(&raw.secrets, env)?,
         tools: tools::compile_tools(raw.tools)?,
+        sessions: sessions::compile_sessions(raw.sessions)?,
     };
     check_dialects(&config)?;
     if !config.hold_headers {

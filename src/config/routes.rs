@@ -129,6 +129,9 @@ pub(super) struct RawRoute {
     drop_betas: Vec<String>,
     #[serde(default)]
     reject_system_messages: bool,
+    /// Anthropic's cache diagnostics on this route (default: on for the `anthropic` dialect
+    /// with cache injection on).
+    cache_diagnostics: Option<bool>,
     #[serde(default)]
     strip_query: bool,
     dialect: Option<DialectName>,
@@ -160,6 +163,7 @@ impl Default for RawRoute {
             drop_anthropic_beta: false,
             drop_betas: Vec::new(),
             reject_system_messages: false,
+            cache_diagnostics: None,
             strip_query: false,
             dialect: None,
             models: BTreeMap::new(),
@@ -381,6 +385,16 @@ fn compile_route(
             "only for dialect \"bedrock-messages\"",
         ));
     }
+    // The field is the Claude API's: a cloud's dialect does not take it, and a failover
+    // route's targets each present the request their own way.
+    let diagnostics_ok =
+        dialect == Dialect::Anthropic && raw.failover.is_empty() && parent.is_none();
+    if raw.cache_diagnostics == Some(true) && !diagnostics_ok {
+        return Err(error(
+            &format!("{path}.cache_diagnostics"),
+            "only for dialect \"anthropic\" routes without failover targets",
+        ));
+    }
     let mut route = Route {
         name: raw.name.clone(),
         cluster,
@@ -396,6 +410,8 @@ fn compile_route(
         drop_anthropic_beta: raw.drop_anthropic_beta,
         drop_betas: raw.drop_betas.clone(),
         reject_system_messages: raw.reject_system_messages,
+        // By default where markers go too: a vendor that takes neither turns the cache off.
+        cache_diagnostics: raw.cache_diagnostics.unwrap_or(diagnostics_ok && raw.cache),
         strip_query: raw.strip_query,
         dialect,
         models,

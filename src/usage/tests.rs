@@ -309,3 +309,37 @@ fn vendor_metrics_fill_only_what_the_events_left_unset() {
     x.fallback(None, None, None, None);
     assert_eq!(x.status(true), Status::Missing);
 }
+
+#[test]
+fn reads_the_cache_diagnosis_of_a_stream_and_a_body() {
+    let start = |diagnostics: &str| {
+        format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"usage\":{{\"input_tokens\":3}},\"diagnostics\":{diagnostics}}}}}\n\n"
+        )
+    };
+    let missed = start(
+        r#"{"cache_miss_reason":{"type":"system_changed","cache_missed_input_tokens":4100}}"#,
+    );
+    let (x, _) = run(&[missed.as_bytes()]);
+    let miss = x.cache_miss.unwrap();
+    assert_eq!(
+        (miss.reason.as_str(), miss.missed_tokens),
+        ("system_changed", Some(4100))
+    );
+    let (x, _) = run(&[start(r#"{"cache_miss_reason":null}"#).as_bytes()]);
+    assert_eq!(x.cache_miss.unwrap().reason, "pending");
+    let (x, _) = run(&[start(r#"{"cache_miss_reason":{"type":"Weird Thing"}}"#).as_bytes()]);
+    assert_eq!(x.cache_miss.unwrap().reason, "other");
+    // A shape the gateway does not know is no diagnosis, and the usage still counts.
+    let (x, _) = run(&[start(r#""surprise""#).as_bytes()]);
+    assert_eq!((x.cache_miss.clone(), x.tokens().input), (None, 3));
+    let (x, _) = run(&[start("null").as_bytes()]);
+    assert_eq!(x.cache_miss, None);
+    let mut x = Extraction::new();
+    x.on_json(br#"{"type":"message","id":"msg_2","usage":{"input_tokens":1},"diagnostics":{"cache_miss_reason":{"type":"previous_message_not_found"}}}"#);
+    let miss = x.cache_miss.unwrap();
+    assert_eq!(
+        (miss.reason.as_str(), miss.missed_tokens),
+        ("previous_message_not_found", None)
+    );
+}

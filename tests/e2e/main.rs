@@ -25,5 +25,6 @@ mod keys;
 mod replicas;
 mod routing;
 mod security;
+mod sessions;
 mod usage;
 mod vendor_mocks;

@@ -80,7 +80,7 @@ impl Http {
 
     /// The payload of the token Envoy's `jwt_authn` verified (`payload_in_metadata`), from the
     /// request's dynamic metadata: never from a header, which a client could write.
-    fn verified_claims(&self, config: &Config) -> Option<serde_json::Value> {
+    pub(super) fn verified_claims(&self, config: &Config) -> Option<serde_json::Value> {
         let key = &config.jwt.as_ref()?.metadata_key;
         let bytes = host::property(&["metadata", "filter_metadata", JWT_AUTHN])
             .ok()

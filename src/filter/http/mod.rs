@@ -5,6 +5,7 @@
 
 mod admit;
 mod headers;
+mod insight;
 mod record;
 
 use super::effects::{self, ResponseHeaders, WriteError};
@@ -61,6 +62,11 @@ struct Seen {
     secrets: Vec<crate::secrets::Found>,
     /// The tool results the request carried, by tool.
     tool_results: Vec<crate::tools::ToolFeed>,
+    /// Claude Code's agent headers, validated.
+    agent: Option<String>,
+    parent_agent: Option<String>,
+    /// The session turn this request is (sessions on, a session known).
+    turn: Option<(crate::sessions::Caller, crate::sessions::Insight)>,
 }
 
 pub struct Http {
@@ -127,7 +133,8 @@ impl Http {
         let path = self.seen.path.clone();
         let inbound = self.seen.inbound.clone();
         let mut header = |name: &str| self.cached_header(name);
-        let plan = plan::plan_call(config, endpoint, &path, body, &mut header, inbound.as_ref());
+        let mut plan =
+            plan::plan_call(config, endpoint, &path, body, &mut header, inbound.as_ref());
         if !observe_later {
             self.note_body(&plan.body);
         }
@@ -149,6 +156,9 @@ impl Http {
         }
         if let Some(reason) = plan.cache.skipped.filter(|_| plan.body.is_ok()) {
             self.stats.add(&metrics::cache_skipped(reason), 1);
+        }
+        if let (Some(route), Some(bytes), Endpoint::Messages) = (plan.route, body, endpoint) {
+            self.begin_turn(config, route, bytes, &mut plan);
         }
         if let Some(body) = body {
             if !self.rewrite_body(body, &plan) {
@@ -291,6 +301,9 @@ impl HttpContext for Http {
             .inbound
             .as_ref()
             .map(|i| i.endpoint));
+        if self.answer_session(&config) {
+            return Action::Pause;
+        }
         let Some(endpoint) = classified else {
             // Other endpoints go to the default route, as that route presents them.
             let route = &config.routes.default;

@@ -158,13 +158,23 @@ impl Http {
             secrets: &s.secrets,
             tool_calls: self.response.tools.calls(),
             tool_results: &s.tool_results,
+            agent_id: s.agent.as_deref(),
+            parent_agent_id: s.parent_agent.as_deref(),
+            insight: s.turn.as_ref().map(|(_, i)| i),
         };
         if let (Some(r), Some(t)) = (route, s.target.as_deref()) {
             if r.name != t {
                 self.stats.add(&metrics::failovers(&r.name, t), 1);
             }
         }
+        let end_ms = finished.end_ns / 1_000_000;
         let (updates, record) = accounting::account(&config, &finished);
+        let tokens = finished
+            .extraction
+            .filter(|_| config.usage.enabled)
+            .map(|x| x.tokens())
+            .unwrap_or_default();
+        self.end_turn(&config, &record, tokens, end_ms);
         if let Some(c) = finished.consumer {
             let now = effects::now_ms();
             let input = record

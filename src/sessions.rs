@@ -1,0 +1,326 @@
+//! What each session cost, and why its cache missed (issue 19). Per session: running totals
+//! (requests, the five token buckets, cost) overall, per model and per agent (Claude Code's
+//! subagents), Anthropic's cache-miss reasons, and per agent its previous turn: the response id
+//! (for Anthropic's cache diagnostics) and a fingerprint of the prompt prefix (for the gateway's
+//! own verdict). Records live in Envoy's shared data in a bounded table (`table`); this module
+//! is the pure part: the record, its update, the verdict.
+
+pub mod prefix;
+pub mod table;
+
+use crate::usage::Tokens;
+use serde::{Deserialize, Serialize};
+
+/// Bounds on one record, so its size (and each update's copy) stays small.
+pub const MAX_MODELS: usize = 8;
+pub const MAX_AGENTS: usize = 32;
+pub const MAX_REASONS: usize = 8;
+
+/// Requests, tokens by bucket and cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cache_write_5m_input_tokens: u64,
+    pub cache_write_1h_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micro_usd: u64,
+}
+
+impl Totals {
+    fn add(&mut self, t: &Tokens, cost: u64) {
+        self.requests += 1;
+        for (slot, n) in [
+            (&mut self.input_tokens, t.input),
+            (&mut self.cache_write_5m_input_tokens, t.cache_write_5m),
+            (&mut self.cache_write_1h_input_tokens, t.cache_write_1h),
+            (&mut self.cache_read_input_tokens, t.cache_read),
+            (&mut self.output_tokens, t.output),
+            (&mut self.cost_micro_usd, cost),
+        ] {
+            *slot = slot.saturating_add(n);
+        }
+    }
+
+    /// Share of prompt tokens read from the cache (0 with no prompt tokens).
+    pub fn cache_hit_ratio(&self) -> f64 {
+        let prompt = self
+            .input_tokens
+            .saturating_add(self.cache_write_5m_input_tokens)
+            .saturating_add(self.cache_write_1h_input_tokens)
+            .saturating_add(self.cache_read_input_tokens);
+        if prompt == 0 {
+            0.0
+        } else {
+            self.cache_read_input_tokens as f64 / prompt as f64
+        }
+    }
+}
+
+/// One agent's previous request, as the next one compares itself to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// When it ended (ms since the epoch).
+    pub at_ms: u64,
+    /// Its response id (`msg_…`), for `diagnostics.previous_message_id`.
+    pub message_id: Option<String>,
+    pub print: prefix::Fingerprint,
+    /// Prompt tokens the cache held after it (read + written): what the next turn can read.
+    pub cached: u64,
+    /// The longest TTL its markers asked for, in seconds.
+    pub ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// `None`: the session's main agent (requests without `x-claude-code-agent-id`).
+    pub id: Option<String>,
+    pub parent: Option<String>,
+    pub totals: Totals,
+    pub turn: Option<Turn>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    /// Who made it: `c:<consumer id>` or `k:<digest of the client credential>` (never the
+    /// credential itself); only the same owner may read it.
+    pub owner: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub totals: Totals,
+    /// Per served model (the first [`MAX_MODELS`]; later ones count under `other`).
+    pub models: Vec<(String, Totals)>,
+    /// Per agent (the first [`MAX_AGENTS`]; later ones count under the main agent).
+    pub agents: Vec<Agent>,
+    /// Anthropic's cache-miss reasons, counted.
+    pub misses: Vec<(String, u64)>,
+}
+
+/// Who is calling: the agent headers Claude Code sends on subagent requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub session: String,
+    pub owner: String,
+    pub agent: Option<String>,
+    pub parent: Option<String>,
+}
+
+/// What the request side learnt about a turn, for its record and the next turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Insight {
+    /// The same agent's previous turn, if the session has one.
+    pub previous: Option<Turn>,
+    /// Where this turn's prefix stopped matching the previous one's.
+    pub changed: Option<prefix::Section>,
+    /// This turn's fingerprint (`None` when `prefix_check` is off).
+    pub print: Option<prefix::Fingerprint>,
+    /// The longest TTL this turn's markers ask for, in seconds.
+    pub ttl_s: u64,
+}
+
+/// What one finished request adds to its session.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome<'a> {
+    pub model: Option<&'a str>,
+    pub tokens: Tokens,
+    pub cost_micro_usd: u64,
+    pub now_ms: u64,
+    /// Anthropic's cache-miss reason, if it gave one.
+    pub miss_reason: Option<&'a str>,
+    /// The turn the next request of this agent compares itself to (`None`: leave the last).
+    pub turn: Option<Turn>,
+}
+
+impl Session {
+    pub fn new(caller: &Caller, now_ms: u64) -> Session {
+        Session {
+            id: caller.session.clone(),
+            owner: caller.owner.clone(),
+            first_ms: now_ms,
+            last_ms: now_ms,
+            ..Session::default()
+        }
+    }
+
+    /// The agent's entry, if the session has one.
+    pub fn agent(&self, id: Option<&str>) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.id.as_deref() == id)
+    }
+
+    fn agent_mut(&mut self, caller: &Caller) -> Option<&mut Agent> {
+        let known = self
+            .agents
+            .iter()
+            .position(|a| a.id.as_deref() == caller.agent.as_deref());
+        let i = match known {
+            Some(i) => i,
+            None if self.agents.len() < MAX_AGENTS => {
+                self.agents.push(Agent {
+                    id: caller.agent.clone(),
+                    parent: caller.parent.clone(),
+                    ..Agent::default()
+                });
+                self.agents.len() - 1
+            }
+            // Over the bound: counted under the main agent (one more entry at most).
+            None => match self.agents.iter().position(|a| a.id.is_none()) {
+                Some(main) => main,
+                None => {
+                    self.agents.push(Agent::default());
+                    self.agents.len() - 1
+                }
+            },
+        };
+        self.agents.get_mut(i)
+    }
+
+    /// Adds a finished request.
+    pub fn add(&mut self, caller: &Caller, o: &Outcome) {
+        self.last_ms = self.last_ms.max(o.now_ms);
+        self.totals.add(&o.tokens, o.cost_micro_usd);
+        let model = o.model.unwrap_or("unknown");
+        let known = self.models.iter().position(|(m, _)| m == model);
+        let slot = match known {
+            Some(i) => self.models.get_mut(i),
+            None if self.models.len() < MAX_MODELS => {
+                self.models.push((model.to_owned(), Totals::default()));
+                self.models.last_mut()
+            }
+            None => {
+                if !self.models.iter().any(|(m, _)| m == "other") {
+                    self.models.push(("other".to_owned(), Totals::default()));
+                }
+                self.models.iter_mut().find(|(m, _)| m == "other")
+            }
+        };
+        if let Some((_, t)) = slot {
+            t.add(&o.tokens, o.cost_micro_usd);
+        }
+        if let Some(a) = self.agent_mut(caller) {
+            a.totals.add(&o.tokens, o.cost_micro_usd);
+            if o.turn.is_some() {
+                a.turn.clone_from(&o.turn);
+            }
+        }
+        if let Some(reason) = o.miss_reason {
+            let full = self.misses.len() >= MAX_REASONS;
+            match self.misses.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, n)) => *n += 1,
+                None if !full => self.misses.push((reason.to_owned(), 1)),
+                None => {}
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Session> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The answer to `GET /v1/gateway/sessions/{id}`: totals, per model, the agent tree.
+    pub fn to_json(&self, scope: &str) -> serde_json::Value {
+        use serde_json::json;
+        let models: Vec<_> = self
+            .models
+            .iter()
+            .map(|(m, t)| json!({"model": m, "usage": totals_json(t)}))
+            .collect();
+        let misses: serde_json::Map<_, _> = self
+            .misses
+            .iter()
+            .map(|(r, n)| (r.clone(), json!(n)))
+            .collect();
+        json!({
+            "type": "gateway.session",
+            "id": self.id,
+            "scope": scope,
+            "first_seen": crate::time::rfc3339(self.first_ms.saturating_mul(1_000_000)),
+            "last_seen": crate::time::rfc3339(self.last_ms.saturating_mul(1_000_000)),
+            "usage": totals_json(&self.totals),
+            "models": models,
+            "agents": self.tree(None, 0),
+            "cache_miss_reasons": misses,
+        })
+    }
+
+    /// The agents spawned by `parent` (`None`: the main agent's level), each with its own;
+    /// agents whose parent the session does not know hang at the top.
+    fn tree(&self, parent: Option<&str>, depth: usize) -> Vec<serde_json::Value> {
+        let known = |id: &str| self.agents.iter().any(|a| a.id.as_deref() == Some(id));
+        self.agents
+            .iter()
+            .filter(|a| match (parent, a.id.as_deref(), a.parent.as_deref()) {
+                // The top: the main agent, and subagents of no known parent.
+                (None, None, _) => depth == 0,
+                (None, Some(_), p) => depth == 0 && !p.is_some_and(known),
+                (Some(want), Some(_), Some(p)) => want == p,
+                _ => false,
+            })
+            .map(|a| {
+                let children = match (&a.id, depth < MAX_AGENTS) {
+                    (Some(id), true) => self.tree(Some(id), depth + 1),
+                    _ => Vec::new(),
+                };
+                serde_json::json!({
+                    "agent_id": a.id,
+                    "parent_agent_id": a.parent,
+                    "usage": totals_json(&a.totals),
+                    "agents": children,
+                })
+            })
+            .collect()
+    }
+}
+
+fn totals_json(t: &Totals) -> serde_json::Value {
+    serde_json::json!({
+        "requests": t.requests,
+        "input_tokens": t.input_tokens,
+        "cache_write_5m_input_tokens": t.cache_write_5m_input_tokens,
+        "cache_write_1h_input_tokens": t.cache_write_1h_input_tokens,
+        "cache_read_input_tokens": t.cache_read_input_tokens,
+        "output_tokens": t.output_tokens,
+        "cost_micro_usd": t.cost_micro_usd,
+        "cost_usd": t.cost_micro_usd as f64 / 1e6,
+        "cache_hit_ratio": (t.cache_hit_ratio() * 10_000.0).round() / 10_000.0,
+    })
+}
+
+/// The gateway's own reading of a turn's cache: did it read back what the previous turn of the
+/// same agent left in the cache, and if not, why (the first part of the prefix that changed,
+/// or the time between the turns against the markers' TTL).
+pub fn verdict(
+    previous: Option<&Turn>,
+    changed: Option<prefix::Section>,
+    now_start_ms: u64,
+    tokens: &Tokens,
+) -> Option<&'static str> {
+    let prev = previous?;
+    if prev.cached == 0 {
+        return None;
+    }
+    // The cache counts in whole blocks: a read within 5% of what was left counts as read back.
+    if tokens.cache_read.saturating_mul(20) >= prev.cached.saturating_mul(19) {
+        return Some("hit");
+    }
+    if let Some(section) = changed {
+        return Some(section.changed());
+    }
+    let idle_s = now_start_ms.saturating_sub(prev.at_ms) / 1000;
+    if idle_s >= prev.ttl_s {
+        return Some("ttl_expired");
+    }
+    Some(if tokens.cache_read > 0 {
+        "partial"
+    } else {
+        "unexplained"
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+use super::prefix::{self, Section};
+use super::*;
+use crate::keys::tests::Memory;
+use crate::request;
+
+fn caller(session: &str, agent: Option<&str>, parent: Option<&str>) -> Caller {
+    Caller {
+        session: session.into(),
+        owner: "c:alice".into(),
+        agent: agent.map(Into::into),
+        parent: parent.map(Into::into),
+    }
+}
+
+fn outcome(cost: u64, read: u64, now_ms: u64) -> Outcome<'static> {
+    Outcome {
+        model: Some("claude-sonnet-4-5"),
+        tokens: Tokens {
+            input: 10,
+            cache_write_5m: 100,
+            cache_write_1h: 0,
+            cache_read: read,
+            output: 5,
+        },
+        cost_micro_usd: cost,
+        now_ms,
+        miss_reason: None,
+        turn: None,
+    }
+}
+
+#[test]
+fn totals_add_up_per_session_model_and_agent() {
+    let store = Memory::default();
+    let main = caller("s1", None, None);
+    let sub = caller("s1", Some("a1"), None);
+    let nested = caller("s1", Some("a2"), Some("a1"));
+    assert!(table::record(&store, &main, &outcome(100, 0, 1), 64));
+    assert!(table::record(&store, &sub, &outcome(50, 900, 2), 64));
+    assert!(table::record(&store, &nested, &outcome(25, 0, 3), 64));
+    assert!(table::record(&store, &main, &outcome(100, 100, 4), 64));
+    let s = table::load(&store, "c:alice", "s1", 64).unwrap();
+    assert_eq!(s.totals.requests, 4);
+    assert_eq!(s.totals.cost_micro_usd, 275);
+    assert_eq!(s.totals.cache_read_input_tokens, 1000);
+    assert_eq!(s.models.len(), 1);
+    assert_eq!(s.agent(None).unwrap().totals.requests, 2);
+    assert_eq!(s.agent(Some("a2")).unwrap().parent.as_deref(), Some("a1"));
+    assert_eq!((s.first_ms, s.last_ms), (1, 4));
+    // The tree: the main agent and a1 at the top, a2 under a1.
+    let json = s.to_json("replica");
+    let top = json["agents"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    let a1 = top.iter().find(|a| a["agent_id"] == "a1").unwrap();
+    assert_eq!(a1["agents"][0]["agent_id"], "a2");
+    assert_eq!(a1["agents"][0]["usage"]["cost_micro_usd"], 25);
+    assert_eq!(json["usage"]["requests"], 4);
+    assert_eq!(json["usage"]["cost_usd"], 0.000275);
+    assert!(table::load(&store, "c:alice", "s2", 64).is_none());
+    // Another caller's session of the same id is another record, invisible to alice.
+    let mallory = Caller {
+        owner: "c:mallory".into(),
+        ..main.clone()
+    };
+    assert!(table::record(&store, &mallory, &outcome(7, 0, 5), 64));
+    assert_eq!(
+        table::load(&store, "c:mallory", "s1", 64)
+            .unwrap()
+            .totals
+            .requests,
+        1
+    );
+    assert_eq!(
+        table::load(&store, "c:alice", "s1", 64)
+            .unwrap()
+            .totals
+            .requests,
+        4
+    );
+}
+
+#[test]
+fn the_table_is_bounded_and_evicts_the_least_recently_used_of_a_set() {
+    let store = Memory::default();
+    // One set of four slots: the fifth session evicts the one used longest ago.
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        assert!(table::record(
+            &store,
+            &caller(id, None, None),
+            &outcome(1, 0, 10 + i as u64),
+            4
+        ));
+    }
+    assert!(table::record(
+        &store,
+        &caller("a", None, None),
+        &outcome(1, 0, 20),
+        4
+    ));
+    assert!(table::record(
+        &store,
+        &caller("e", None, None),
+        &outcome(1, 0, 21),
+        4
+    ));
+    assert!(
+        table::load(&store, "c:alice", "b", 4).is_none(),
+        "b was the least recently used"
+    );
+    for id in ["a", "c", "d", "e"] {
+        assert!(table::load(&store, "c:alice", id, 4).is_some(), "{id}");
+    }
+    assert_eq!(
+        table::load(&store, "c:alice", "a", 4)
+            .unwrap()
+            .totals
+            .requests,
+        2
+    );
+}
+
+#[test]
+fn a_lost_race_is_retried() {
+    let store = Memory::default();
+    *store.conflicts.borrow_mut() = 3;
+    assert!(table::record(
+        &store,
+        &caller("s", None, None),
+        &outcome(1, 0, 1),
+        64
+    ));
+    assert_eq!(
+        table::load(&store, "c:alice", "s", 64)
+            .unwrap()
+            .totals
+            .requests,
+        1
+    );
+}
+
+#[test]
+fn records_stay_bounded() {
+    let mut s = Session::new(&caller("s", None, None), 0);
+    for i in 0..100 {
+        let c = caller("s", Some(&format!("agent-{i}")), None);
+        let mut o = outcome(1, 0, i);
+        let model = format!("model-{i}");
+        o.model = Some(&model);
+        o.miss_reason = Some(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][i as usize % 10]);
+        s.add(&c, &o);
+    }
+    assert_eq!(s.agents.len(), MAX_AGENTS + 1);
+    assert_eq!(s.models.len(), MAX_MODELS + 1);
+    assert_eq!(s.misses.len(), MAX_REASONS);
+    assert_eq!(s.totals.requests, 100);
+    let per_agent: u64 = s.agents.iter().map(|a| a.totals.requests).sum();
+    assert_eq!(per_agent, 100, "every request counted once");
+    assert!(s.encode().len() < 16 << 10, "{}", s.encode().len());
+}
+
+fn facts(body: &str) -> request::BodyFacts {
+    request::inspect(body.as_bytes(), true).unwrap()
+}
+
+fn body(system: &str, turns: &[&str]) -> String {
+    let mut messages = Vec::new();
+    for (i, t) in turns.iter().enumerate() {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(format!(r#"{{"role":"{role}","content":"{t}"}}"#));
+    }
+    format!(
+        r#"{{"model":"claude-sonnet-4-5","system":"{system}","tools":[{{"name":"Bash"}}],"messages":[{}]}}"#,
+        messages.join(",")
+    )
+}
+
+fn compare(now: &str, before: Option<&str>) -> Option<Section> {
+    let prev = before.map(|b| prefix::compare(b.as_bytes(), &facts(b), None).0);
+    prefix::compare(now.as_bytes(), &facts(now), prev.as_ref()).1
+}
+
+#[test]
+fn the_prefix_comparison_names_the_first_part_that_changed() {
+    let t1 = body("sys", &["hi"]);
+    let t2 = body("sys", &["hi", "hello", "more"]);
+    let t3 = body("sys", &["hi", "hello", "more", "ok", "again"]);
+    assert_eq!(compare(&t1, None), None);
+    assert_eq!(compare(&t2, Some(&t1)), None, "the conversation grew");
+    assert_eq!(compare(&t3, Some(&t2)), None);
+    assert_eq!(compare(&t2, Some(&t2)), None, "a retry");
+    let edited = body("sys", &["HI", "hello", "more", "ok", "again"]);
+    assert_eq!(compare(&edited, Some(&t2)), Some(Section::Messages));
+    let compacted = body("sys", &["summary"]);
+    assert_eq!(compare(&compacted, Some(&t3)), Some(Section::Messages));
+    let system = body("sys at 10:02", &["hi", "hello", "more"]);
+    assert_eq!(compare(&system, Some(&t1)), Some(Section::System));
+    let tools = t2.replace("Bash", "Read");
+    assert_eq!(compare(&tools, Some(&t1)), Some(Section::Tools));
+    let model = t2.replace("sonnet", "opus").replace("Bash", "Read");
+    assert_eq!(
+        compare(&model, Some(&t1)),
+        Some(Section::Model),
+        "the first change wins"
+    );
+}
+
+fn turn(cached: u64, at_ms: u64, ttl_s: u64) -> Turn {
+    Turn {
+        at_ms,
+        message_id: None,
+        print: prefix::Fingerprint::default(),
+        cached,
+        ttl_s,
+    }
+}
+
+#[test]
+fn the_verdict_explains_a_miss() {
+    let read = |n| Tokens {
+        cache_read: n,
+        ..Tokens::default()
+    };
+    let prev = turn(10_000, 1_000, 300);
+    assert_eq!(verdict(None, None, 2_000, &read(0)), None, "first turn");
+    assert_eq!(verdict(Some(&turn(0, 0, 300)), None, 2_000, &read(0)), None);
+    assert_eq!(
+        verdict(Some(&prev), None, 2_000, &read(10_000)),
+        Some("hit")
+    );
+    assert_eq!(verdict(Some(&prev), None, 2_000, &read(9_600)), Some("hit"));
+    assert_eq!(
+        verdict(Some(&prev), Some(Section::System), 2_000, &read(2_000)),
+        Some("system_changed")
+    );
+    assert_eq!(
+        verdict(Some(&prev), None, 1_000 + 301_000, &read(0)),
+        Some("ttl_expired")
+    );
+    assert_eq!(
+        verdict(
+            Some(&turn(10_000, 1_000, 3600)),
+            None,
+            1_000 + 301_000,
+            &read(0)
+        ),
+        Some("unexplained"),
+        "a 1h marker outlives 5 idle minutes"
+    );
+    assert_eq!(
+        verdict(Some(&prev), None, 2_000, &read(4_000)),
+        Some("partial")
+    );
+}
