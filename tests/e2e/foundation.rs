@@ -78,13 +78,17 @@ fn upstream_receives_the_clients_body_headers_path_and_query() {
             (r.method.as_str(), r.target.as_str()),
             ("POST", "/v1/messages?beta=true")
         );
-        assert_eq!(r.body, body, "body bytes changed");
+        assert_eq!(
+            bodies::without_diagnostics(&r.body),
+            body,
+            "body bytes changed"
+        );
         for (k, v) in CLIENT_HEADERS {
             assert_eq!(r.header(k), Some(*v), "header {k}");
         }
         assert_eq!(
             r.header("content-length"),
-            Some(body.len().to_string().as_str())
+            Some(r.body.len().to_string().as_str())
         );
         // The gateway reads responses, so it asks for them uncompressed.
         assert_eq!(r.header("accept-encoding"), Some("identity"));
@@ -172,12 +176,12 @@ fn large_bodies_pass_over_http1_chunked_and_http2() {
     assert!(want.len() > body.len(), "no marker added");
     for r in &seen {
         assert!(
-            r.body == want,
+            bodies::without_diagnostics(&r.body) == want,
             "a 5 MiB body arrived with other changes than its markers"
         );
         assert_eq!(
             r.header("content-length"),
-            Some(want.len().to_string().as_str())
+            Some(r.body.len().to_string().as_str())
         );
     }
     gw.assert_healthy();

@@ -19,6 +19,20 @@ pub fn rewritten(body: &[u8]) -> Vec<u8> {
     splice::apply(body, &p.cache.edits)
 }
 
+/// An upstream body without the cache diagnostics the gateway adds on Claude API routes to
+/// requests of a known session (`,"diagnostics":{"previous_message_id":null}` or `…:"msg_…"}`),
+/// so everything else can still be compared byte for byte.
+pub fn without_diagnostics(body: &[u8]) -> Vec<u8> {
+    let marker = br#","diagnostics":{"previous_message_id":"#;
+    let Some(start) = body.windows(marker.len()).rposition(|w| w == marker) else {
+        return body.to_vec();
+    };
+    let Some(len) = body[start..].iter().position(|&b| b == b'}') else {
+        return body.to_vec();
+    };
+    [&body[..start], &body[start + len + 1..]].concat()
+}
+
 const SESSION: &str = "f25958b8-e75c-455d-8b40-f006d87cc2a4";
 
 fn tools() -> Value {
