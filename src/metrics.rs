@@ -93,6 +93,11 @@ pub fn cache_verdicts(verdict: &str) -> Metric {
     Metric::new(Kind::Counter, "cache_verdicts", &[("reason", verdict)])
 }
 
+/// Finished turns the rate-limit service's session store did not take (service down, timeout).
+pub fn session_sync_failures() -> Metric {
+    Metric::new(Kind::Counter, "session_sync_failures", &[])
+}
+
 /// Cache markers the gateway added, by location and TTL.
 pub fn cache_markers_added(location: Location, ttl: Ttl) -> Metric {
     Metric::new(

@@ -7,6 +7,7 @@
 
 pub mod prefix;
 pub mod table;
+pub mod wire;
 
 use crate::usage::Tokens;
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 
 use claude_gateway_ratelimit::limits::{Limits, MINUTE_SECONDS};
 use claude_gateway_ratelimit::service::{Service, system_clock};
+use claude_gateway_ratelimit::sessions::Sessions;
 use claude_gateway_ratelimit::store::{self, RedisOptions, Store};
 use claude_gateway_ratelimit::{config, log, serve};
 use std::process::ExitCode;
@@ -10,11 +11,14 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: claude-gateway-ratelimit --config <plugin configuration, JSON or YAML>
         [--listen 127.0.0.1:8081] [--redis redis://127.0.0.1:6379] [--domain claude-gateway]
-        [--redis-timeout-ms 250]
+        [--redis-timeout-ms 250] [--session-ttl-hours 168]
 
 Envoy's global rate-limit service (envoy.service.ratelimit.v3.RateLimitService, gRPC over
 cleartext HTTP/2) for the gateway's per-consumer limits and per-cost-center budgets, counted in
-Redis so they hold across Envoy replicas. Exits on SIGTERM or SIGINT.";
+Redis so they hold across Envoy replicas. On the same listener, the gateway's session store
+(claude_gateway.sessions.v1.Sessions): per-session totals in the same Redis, each session kept
+--session-ttl-hours (1 to 8760; 168 = 7 days) after its last turn, which bounds Redis's memory.
+Exits on SIGTERM or SIGINT.";
 
 struct Args {
     config: String,
@@ -22,6 +26,7 @@ struct Args {
     redis: String,
     domain: String,
     timeout: Duration,
+    session_ttl: Duration,
 }
 
 fn args() -> Result<Args, String> {
@@ -31,6 +36,7 @@ fn args() -> Result<Args, String> {
         redis: "redis://127.0.0.1:6379".to_owned(),
         domain: "claude-gateway".to_owned(),
         timeout: Duration::from_millis(250),
+        session_ttl: Duration::from_secs(168 * 3600),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +56,14 @@ fn args() -> Result<Args, String> {
                     .filter(|ms| (1..=60_000).contains(ms))
                     .ok_or("--redis-timeout-ms must be 1 to 60000")?;
                 out.timeout = Duration::from_millis(ms);
+            }
+            "--session-ttl-hours" => {
+                let hours: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|h| (1..=8760).contains(h))
+                    .ok_or("--session-ttl-hours must be 1 to 8760")?;
+                out.session_ttl = Duration::from_secs(hours * 3600);
             }
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -88,14 +102,15 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     log(&format!(
         "serving domain `{}` on {} (gRPC), counters in {}; {} limits loaded from {} consumers \
-         and {} budgets ({})",
+         and {} budgets ({}); sessions kept {} h after their last turn",
         args.domain,
         args.listen,
         store::redacted(&args.redis),
         limits.len(),
         config.consumers.len(),
         config.budgets.len(),
-        limits.summary()
+        limits.summary(),
+        args.session_ttl.as_secs() / 3600
     ));
     let store = Arc::new(Store::default());
     tokio::spawn(store::supervise(
@@ -108,6 +123,7 @@ async fn run(args: Args) -> Result<(), String> {
         limits.limitador_limits(&args.domain, MINUTE_SECONDS),
         log,
     ));
+    let sessions = Sessions::new(store.clone(), args.session_ttl, args.timeout * 2);
     let service = Service::new(
         &args.domain,
         limits,
@@ -115,7 +131,7 @@ async fn run(args: Args) -> Result<(), String> {
         system_clock(),
         args.timeout * 2,
     );
-    serve(listener, Arc::new(service), shutdown).await
+    serve(listener, Arc::new(service), Arc::new(sessions), shutdown).await
 }
 
 fn main() -> ExitCode {

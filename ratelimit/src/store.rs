@@ -35,6 +35,11 @@ impl Backend {
             None => Ok(()),
         }
     }
+
+    /// The Redis connection itself (the session store's; none for the in-memory counters).
+    pub fn redis(&self) -> Option<ConnectionManager> {
+        self.manager.clone()
+    }
 }
 
 /// Where the counters are, as far as a call is concerned.

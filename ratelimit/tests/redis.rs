@@ -10,8 +10,11 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use claude_gateway_ratelimit::limits::{Limits, MINUTE_SECONDS};
 use claude_gateway_ratelimit::service::{LIMIT_HEADER, Service, system_clock};
+use claude_gateway_ratelimit::sessions::Sessions;
 use claude_gateway_ratelimit::store::{self, RedisOptions, Store};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
@@ -19,11 +22,11 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{Killed, free_port, redis};
 use tonic::transport::Channel;
 
 const DOMAIN: &str = "claude-gateway";
@@ -37,58 +40,6 @@ budgets:
   ci: {daily_usd: 20}
 "#;
 const TIMEOUT: Duration = Duration::from_millis(250);
-
-/// A child process, killed (by its pid) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-fn redis(port: u16) -> Killed {
-    let found = Command::new("redis-server").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "redis-server is not on PATH: `apt-get install redis-server` (.ci/run does)"
-    );
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let redis = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ping(port) {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not start on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    redis
-}
 
 /// One service instance, in-process on an ephemeral port (a replica's view of the RLS).
 async fn instance(redis_port: u16) -> RateLimitServiceClient<Channel> {
@@ -105,12 +56,14 @@ async fn instance(redis_port: u16) -> RateLimitServiceClient<Channel> {
         limits.limitador_limits(DOMAIN, MINUTE_SECONDS),
         |line| eprintln!("service: {line}"),
     ));
+    let sessions = Sessions::new(store.clone(), Duration::from_secs(3600), TIMEOUT * 2);
     let service = Service::new(DOMAIN, limits, store, system_clock(), TIMEOUT * 2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(claude_gateway_ratelimit::serve(
         listener,
         Arc::new(service),
+        Arc::new(sessions),
         std::future::pending(),
     ));
     let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}"))

@@ -12,6 +12,7 @@ use std::ptr::{null, null_mut};
 // Status codes of the proxy-wasm ABI 0.2.1.
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+const EMPTY: u32 = 7;
 const CAS_MISMATCH: u32 = 8;
 
 // Map and buffer selectors of the ABI.
@@ -19,6 +20,7 @@ const REQUEST_HEADERS: u32 = 0;
 const RESPONSE_HEADERS: u32 = 2;
 const REQUEST_BODY: u32 = 0;
 const RESPONSE_BODY: u32 = 1;
+const GRPC_RECEIVE_BUFFER: u32 = 5;
 const PLUGIN_CONFIGURATION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,17 @@ unsafe extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_register_shared_queue(
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(
+        queue_id: u32,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
 }
 
 fn check(call: &'static str, status: u32) -> HostResult<()> {
@@ -434,4 +447,41 @@ pub fn set_tick_period(millis: u32) -> HostResult<()> {
     check("set_tick_period", unsafe {
         proxy_set_tick_period_milliseconds(millis)
     })
+}
+
+/// Registers this root context as the reader of the shared queue `name` (created if needed;
+/// every VM of the `vm_id` sees the same queue, and the last to register is notified).
+pub fn register_queue(name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    // SAFETY: valid name slice and out-pointer.
+    check("register_shared_queue", unsafe {
+        proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id)
+    })?;
+    Ok(id)
+}
+
+pub fn enqueue(queue: u32, value: &[u8]) -> HostResult<()> {
+    // SAFETY: valid value slice.
+    check("enqueue_shared_queue", unsafe {
+        proxy_enqueue_shared_queue(queue, value.as_ptr(), value.len())
+    })
+}
+
+/// The next item of a shared queue, `None` when it is empty.
+pub fn dequeue(queue: u32) -> HostResult<Option<Vec<u8>>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid out-pointers.
+    match unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) } {
+        OK => Ok(Some(take(data, size).unwrap_or_default())),
+        EMPTY => Ok(None),
+        status => Err(HostError {
+            call: "dequeue_shared_queue",
+            status,
+        }),
+    }
+}
+
+/// The message of a gRPC call's answer.
+pub fn grpc_response(len: usize) -> HostResult<Vec<u8>> {
+    buffer(GRPC_RECEIVE_BUFFER, 0, len)
 }

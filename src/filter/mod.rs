@@ -10,6 +10,7 @@ mod response;
 mod root;
 mod stats;
 mod store;
+mod sync;
 mod upstream;
 
 use host::LogLevel;

@@ -4,6 +4,7 @@ use super::effects;
 use super::http::Http;
 use super::probe::Probe;
 use super::stats::Stats;
+use super::sync::Sync;
 use super::upstream::Upstream;
 use super::{host, memory, refresh_log_level};
 use crate::config::{self, Config};
@@ -21,6 +22,8 @@ pub struct Root {
     /// global rate-limit service.
     reports_memory: bool,
     probe: Probe,
+    /// Sends finished turns to the rate-limit service's session store.
+    sync: Sync,
 }
 
 /// How often the memory gauges are refreshed.
@@ -28,6 +31,9 @@ const MEMORY_REPORT_MS: u32 = 1000;
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        if self.sync.answered(&self.stats, token_id, status_code) {
+            return;
+        }
         self.probe
             .answered(&self.stats, token_id, status_code, effects::now_ms());
     }
@@ -70,6 +76,10 @@ impl RootContext for Root {
                     config.routes.default.cluster,
                     config.pools.len(),
                 );
+                let global = config.global_limits.is_some() && config.sessions.enabled;
+                if global && !self.upstream {
+                    self.sync.register();
+                }
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -77,6 +87,14 @@ impl RootContext for Root {
                 log::error!("{e}");
                 false
             }
+        }
+    }
+
+    fn on_queue_ready(&mut self, _queue_id: u32) {
+        if let Some(g) = self.config.as_ref().and_then(|c| c.global_limits.clone()) {
+            let mut sync = std::mem::take(&mut self.sync);
+            sync.drain(self, &g, &self.stats);
+            self.sync = sync;
         }
     }
 
@@ -97,7 +115,12 @@ impl RootContext for Root {
         if self.upstream {
             Some(Box::new(Upstream::new(context_id, config, stats)))
         } else {
-            Some(Box::new(Http::new(context_id, config, stats)))
+            Some(Box::new(Http::new(
+                context_id,
+                config,
+                stats,
+                self.sync.queue,
+            )))
         }
     }
 

@@ -251,3 +251,34 @@ fn the_verdict_explains_a_miss() {
         Some("partial")
     );
 }
+
+#[test]
+fn a_turn_survives_the_wire() {
+    use prost::Message;
+    let c = caller("s1", Some("a2"), Some("a1"));
+    let mut o = outcome(42, 7, 99);
+    o.miss_reason = Some("tools_changed");
+    let bytes = wire::encode(&wire::Turn::new(&c, &o));
+    let back = wire::Turn::decode(bytes.as_slice()).unwrap();
+    let (c2, o2) = back.parts();
+    assert_eq!(c2, c);
+    assert_eq!(
+        (
+            o2.model,
+            o2.tokens,
+            o2.cost_micro_usd,
+            o2.now_ms,
+            o2.miss_reason
+        ),
+        (o.model, o.tokens, o.cost_micro_usd, o.now_ms, o.miss_reason)
+    );
+    let main = wire::Turn::new(&caller("s1", None, None), &outcome(1, 0, 1));
+    assert_eq!(
+        wire::Turn::decode(wire::encode(&main).as_slice())
+            .unwrap()
+            .parts()
+            .0
+            .agent,
+        None
+    );
+}

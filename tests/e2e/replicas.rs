@@ -20,6 +20,7 @@ const ALICE: &str = "vk-alice-replicas-71c2";
 const BOT: &str = "vk-bot-replicas-0d4e";
 const INTERN: &str = "vk-intern-replicas-9b3f";
 const HEAVY: &str = "vk-heavy-replicas-5a18";
+const DEV: &str = "vk-dev-replicas-3e77";
 const MODEL: &str = "claude-sonnet-4-5";
 /// The interns' daily budget (micro-USD): more than one request costs, less than two.
 const INTERNS_DAILY_MICRO_USD: u64 = 200;
@@ -36,6 +37,7 @@ fn config() -> serde_json::Value {
                 {"id": "intern", "key_sha256": [sha256_hex(INTERN)], "cost_center": "interns"},
                 {"id": "heavy", "key_sha256": [sha256_hex(HEAVY)], "cost_center": "ci",
                  "limits": {"input_tokens_per_minute": 10}},
+                {"id": "dev", "key_sha256": [sha256_hex(DEV)], "cost_center": "platform"},
             ],
             "budgets": {"interns": {"daily_usd": INTERNS_DAILY_MICRO_USD as f64 / 1e6,
                                      "monthly_usd": 1}},
@@ -415,6 +417,72 @@ fn a_groups_limits_and_budgets_hold_per_member_across_replicas() {
             "{}",
             refused.body
         );
+        gw.assert_healthy();
+    }
+}
+
+/// `GET /v1/gateway/sessions/{id}` on a replica, as `key`.
+fn session_of(gw: &Gateway, id: &str, key: &str) -> (u16, serde_json::Value) {
+    let resp = crate::support::client()
+        .get(gw.url(&format!("/v1/gateway/sessions/{id}")))
+        .header("x-api-key", key)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&resp.bytes().unwrap()).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_sessions_totals_hold_across_replicas() {
+    let mut r = Replicas::start(
+        Mock::start("anthropic", anthropic::responder("anthropic")),
+        false,
+    );
+    let session = "5f0b7c1e-2d4a-4b8e-9c3f-61a2d7e4b905";
+    let turn = |gw: &Gateway, agent: Option<&str>| {
+        let mut headers = vec![("x-api-key", DEV), ("x-claude-code-session-id", session)];
+        if let Some(a) = agent {
+            headers.push(("x-claude-code-agent-id", a));
+        }
+        assert_eq!(post(gw, &headers, &body(MODEL, true)).status, 200);
+    };
+    // Two turns of the main agent on A, a subagent's on B.
+    turn(&r.a, None);
+    turn(&r.a, None);
+    turn(&r.b, Some("agent-explore"));
+    // Each replica answers with the service's totals, which count all three.
+    for gw in [&r.a, &r.b] {
+        wait_until("the session store", || {
+            let (status, s) = session_of(gw, session, DEV);
+            status == 200 && s["usage"]["requests"] == 3
+        });
+        let (_, s) = session_of(gw, session, DEV);
+        assert_eq!(s["scope"], "global", "{s}");
+        assert_eq!(s["usage"]["output_tokens"], 3 * USAGE.output);
+        assert_eq!(s["usage"]["cache_read_input_tokens"], 3 * USAGE.cache_read);
+        let agents = s["agents"].as_array().unwrap();
+        let explore = agents
+            .iter()
+            .find(|a| a["agent_id"] == "agent-explore")
+            .unwrap();
+        assert_eq!(explore["usage"]["requests"], 1);
+        // Another consumer does not see it, on either replica.
+        assert_eq!(session_of(gw, session, ALICE).0, 404);
+    }
+    assert_eq!(gauge(&r.a, "session_sync_failures"), 0);
+    // The service down: each replica answers with its own numbers, and says so.
+    r.service.kill();
+    let (status, s) = session_of(&r.a, session, DEV);
+    assert_eq!((status, &s["scope"]), (200, &json!("replica")), "{s}");
+    assert_eq!(s["usage"]["requests"], 2);
+    turn(&r.b, None);
+    wait_until("the failed sync counted", || {
+        gauge(&r.b, "session_sync_failures") >= 1
+    });
+    for gw in [&r.a, &r.b] {
         gw.assert_healthy();
     }
 }

@@ -8,13 +8,16 @@ use crate::cache::layout::Ttl;
 use crate::config::Config;
 use crate::filter::host;
 use crate::filter::store::EnvoyStore;
+use crate::filter::sync;
 use crate::keys::{self, access};
 use crate::plan::{self, Plan};
 use crate::routing::Route;
 use crate::session;
-use crate::sessions::{Caller, Insight, Outcome, Turn, prefix, table};
+use crate::sessions::{Caller, Insight, Outcome, Turn, prefix, table, wire};
 use crate::splice::Edit;
 use crate::usage::Tokens;
+use proxy_wasm::traits::Context;
+use std::time::Duration;
 
 /// The session endpoint's path prefix.
 const SESSIONS_PATH: &str = "/v1/gateway/sessions/";
@@ -161,6 +164,9 @@ impl Http {
         if !table::record(&EnvoyStore, caller, &outcome, config.sessions.max_sessions) {
             log::warn!("#{} cannot update session {}", self.id, caller.session);
         }
+        if let Some(queue) = self.sessions_queue {
+            sync::send(queue, &wire::Turn::new(caller, &outcome));
+        }
     }
 
     /// Answers `GET /v1/gateway/sessions/{id}` (true) if this is one.
@@ -190,25 +196,80 @@ impl Http {
                 return true;
             }
         }
-        let owner = self.owner(config);
-        let found = session::valid(&id)
-            .and_then(|id| table::load(&EnvoyStore, &owner, id, config.sessions.max_sessions));
-        let Some(s) = found else {
+        self.seen.route = Some(route.name.clone());
+        let Some(id) = session::valid(&id).map(str::to_owned) else {
             self.reply(Some(route), &plan::session_not_found());
             return true;
         };
-        self.seen.route = Some(route.name.clone());
-        let body = s.to_json("replica").to_string();
+        // Across replicas, the rate-limit service's store answers; this replica's table if not.
+        if let (Some(g), Some(_)) = (&config.global_limits, self.sessions_queue) {
+            let key = wire::Key {
+                owner: self.owner(config),
+                session: id.clone(),
+            };
+            let sent = self.dispatch_grpc_call(
+                &g.cluster,
+                wire::SERVICE,
+                wire::GET,
+                Vec::new(),
+                Some(&wire::encode(&key)),
+                Duration::from_millis(g.timeout_ms),
+            );
+            if let Ok(token) = sent {
+                self.session_lookup = Some((token, id));
+                return true;
+            }
+        }
+        self.answer_from_table(config, &id);
+        true
+    }
+
+    /// This replica's record of the session, or 404.
+    fn answer_from_table(&mut self, config: &Config, id: &str) {
+        let owner = self.owner(config);
+        match table::load(&EnvoyStore, &owner, id, config.sessions.max_sessions) {
+            Some(s) => self.send_session(s.to_json("replica").to_string().as_bytes()),
+            None => self.reply(Some(&config.routes.default), &plan::session_not_found()),
+        }
+    }
+
+    fn send_session(&mut self, json: &[u8]) {
         let headers = [
             ("content-type", "application/json"),
             ("cache-control", "no-store"),
         ];
-        if let Err(e) =
-            host::send_local_response(200, "claude_gateway.session", &headers, body.as_bytes())
-        {
+        if let Err(e) = host::send_local_response(200, "claude_gateway.session", &headers, json) {
             log::warn!("#{} cannot answer: {e}", self.id);
         }
-        true
+    }
+
+    /// The session store's answer to a lookup: the session across replicas, none (404), or
+    /// no answer (this replica's own numbers).
+    pub(super) fn session_found(&mut self, token: u32, status: u32, size: usize) {
+        let (Some(config), Some((sent, id))) = (self.config.clone(), self.session_lookup.take())
+        else {
+            return;
+        };
+        if sent != token {
+            return;
+        }
+        let found = (status == 0)
+            .then(|| host::grpc_response(size).ok())
+            .flatten()
+            .and_then(|bytes| <wire::Found as prost::Message>::decode(bytes.as_slice()).ok());
+        match found {
+            Some(f) if f.json.is_empty() => {
+                self.reply(Some(&config.routes.default), &plan::session_not_found());
+            }
+            Some(f) => self.send_session(&f.json),
+            None => {
+                log::warn!(
+                    "#{} session store did not answer (gRPC status {status})",
+                    self.id
+                );
+                self.answer_from_table(&config, &id);
+            }
+        }
     }
 }
 

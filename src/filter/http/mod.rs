@@ -85,10 +85,19 @@ pub struct Http {
     response: Response,
     /// When this filter first saw the request (a clock read is cheaper than a property).
     start_ns: Option<u64>,
+    /// The shared queue of turns for the rate-limit service's session store (global limits).
+    sessions_queue: Option<u32>,
+    /// A session lookup sent to that store: its call token, and the session it asks for.
+    session_lookup: Option<(u32, String)>,
 }
 
 impl Http {
-    pub fn new(id: u32, config: Option<Rc<Config>>, stats: Rc<Stats>) -> Http {
+    pub fn new(
+        id: u32,
+        config: Option<Rc<Config>>,
+        stats: Rc<Stats>,
+        sessions_queue: Option<u32>,
+    ) -> Http {
         Http {
             id,
             config,
@@ -100,6 +109,8 @@ impl Http {
             status: None,
             response: Response::default(),
             start_ns: None,
+            sessions_queue,
+            session_lookup: None,
         }
     }
 
@@ -284,7 +295,11 @@ fn proceed(forwarded: bool) -> Action {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.session_found(token_id, status_code, response_size);
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
