@@ -16,6 +16,11 @@
 //     DNS clusters name Services (headless for STRICT_DNS), and the rate-limit service reads
 //     exactly the filter's plugin configuration and a Redis that is a Service; that bootstrap
 //     is written to target/manifests/ as it is;
+//   - every Envoy the manifests start writes its access log (the audit records) at least every
+//     second: --file-flush-interval-msec on the Kubernetes container and in Envoy Gateway's
+//     EnvoyProxy extraArgs, fileFlushInterval in the Istio gateway's proxy.istio.io/config
+//     (Envoy has no bootstrap field for it; its default is 10 s); under Envoy Gateway, the
+//     EnvoyProxy also prints the audit record;
 //   - every wasm filter configuration in the manifests is written into a copy of
 //     envoy/envoy.yaml under target/manifests/, which `make manifests` then runs through
 //     `envoy --mode validate` (Envoy's own proto check, and the filter's check of its plugin
@@ -53,13 +58,14 @@ import { EnvoyPatchPolicy } from "@kubernetes-models/envoy-gateway/gateway.envoy
 import { BackendTrafficPolicy } from "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1/BackendTrafficPolicy";
 import { HTTPRouteFilter } from "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1/HTTPRouteFilter";
 import { Backend } from "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1/Backend";
+import { EnvoyProxy } from "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1/EnvoyProxy";
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
 
 const MODELS = [
   Namespace, Service, ServiceAccount, ConfigMap, Deployment, StatefulSet, PodDisruptionBudget,
   EnvoyFilter, ServiceEntry, IstioGateway, DestinationRule, VirtualService, WasmPlugin,
   Telemetry, IstioOperator, EnvoyExtensionPolicy, EnvoyPatchPolicy, BackendTrafficPolicy,
-  HTTPRouteFilter, Backend, HTTPRoute,
+  HTTPRouteFilter, Backend, HTTPRoute, EnvoyProxy,
 ];
 const DIRS = ["deploy/istio", "deploy/envoy-gateway", "deploy/kubernetes"];
 // Plain Kubernetes (Envoy Deployments of their own): a set of objects applied on its own.
@@ -553,6 +559,63 @@ function egProblems(docs, patched) {
   return out;
 }
 
+// ---- Access-log flush: within a second, wherever Envoy runs. ----
+
+// Envoy buffers access-log lines (the audit record) and writes them every 10 s by default (or
+// once 64 KiB wait): a crash loses what is buffered. Envoy 1.40 has no bootstrap field for the
+// interval, only this flag (render/src/lib.rs ENVOY_ARGS), which each platform passes its own way.
+const FLUSH_FLAG = "--file-flush-interval-msec";
+const MAX_FLUSH_MS = 1000;
+const AUDIT_FORMAT = "%FILTER_STATE(wasm.claude_gateway:PLAIN)%";
+const AUDIT_MATCH = "'wasm.claude_gateway' in filter_state";
+
+// Why a flag list does not flush within MAX_FLUSH_MS, or null.
+function flushArgProblem(args) {
+  const a = arr(args);
+  const i = a.indexOf(FLUSH_FLAG);
+  if (i < 0) return `no ${FLUSH_FLAG} (Envoy's default is 10 s)`;
+  const ms = /^\d+$/.test(String(a[i + 1])) ? Number(a[i + 1]) : NaN;
+  if (!(ms >= 1 && ms <= MAX_FLUSH_MS)) return `${FLUSH_FLAG} ${a[i + 1]} is not 1 to ${MAX_FLUSH_MS} ms`;
+  return null;
+}
+
+// Milliseconds of a protobuf JSON duration ("1s", "0.500s"), or NaN.
+const durationMs = (d) => (/^\d+(\.\d+)?s$/.test(String(d)) ? Number(String(d).slice(0, -1)) * 1000 : NaN);
+
+function flushProblems(docs) {
+  const out = [];
+  // Istio: pilot-agent starts Envoy with --file-flush-interval-msec from the ProxyConfig's
+  // fileFlushInterval (Istio 1.29 on; before, a fixed 1 s).
+  for (const w of workloads(docs).filter((d) => d.spec?.template?.metadata?.annotations?.["inject.istio.io/templates"])) {
+    const text = w.spec.template.metadata.annotations["proxy.istio.io/config"];
+    let config = {};
+    try {
+      config = YAML.parse(text ?? "{}") ?? {};
+    } catch (e) {
+      out.push(`${w.metadata.name}: proxy.istio.io/config does not parse: ${e.message}`);
+      continue;
+    }
+    const ms = durationMs(config.fileFlushInterval);
+    if (!(ms > 0 && ms <= MAX_FLUSH_MS)) {
+      out.push(`${w.metadata.name}: proxy.istio.io/config fileFlushInterval ${config.fileFlushInterval} is not a duration up to ${MAX_FLUSH_MS / 1000}s`);
+    }
+  }
+  // Envoy Gateway runs the Envoy itself: its EnvoyProxy passes the flag and prints the record.
+  if (docs.some((d) => d.kind === "EnvoyExtensionPolicy")) {
+    const proxies = docs.filter((d) => d.kind === "EnvoyProxy");
+    if (!proxies.length) out.push("Envoy Gateway without an EnvoyProxy (the audit log and its flush interval)");
+    for (const p of proxies) {
+      const why = flushArgProblem(p.spec?.extraArgs);
+      if (why) out.push(`EnvoyProxy/${p.metadata.name}: extraArgs: ${why}`);
+      const settings = arr(p.spec?.telemetry?.accessLog?.settings);
+      const audit = settings.some((s) => String(s.format?.text ?? "").includes(AUDIT_FORMAT)
+        && arr(s.matches).includes(AUDIT_MATCH) && arr(s.sinks).some((k) => k.type === "File"));
+      if (!audit) out.push(`EnvoyProxy/${p.metadata.name}: no access log printing ${AUDIT_FORMAT} for ${AUDIT_MATCH}`);
+    }
+  }
+  return out;
+}
+
 // ---- Kubernetes: Envoy replicas, the rate-limit service, Redis. ----
 
 const workloads = (docs) => docs.filter((d) => ["Deployment", "StatefulSet"].includes(d.kind));
@@ -598,6 +661,8 @@ function kubernetesProblems(docs) {
   if (!envoys.length) out.push("no Envoy container (args -c <bootstrap>)");
   const bootstraps = [];
   for (const { w, c } of envoys) {
+    const flush = flushArgProblem(c.args);
+    if (flush) out.push(`${w.metadata.name}: ${c.name}: ${flush}`);
     const text = mountedFile(docs, w, c, argAfter(c, "-c"));
     if (!text) { out.push(`${w.metadata.name}: its bootstrap ${argAfter(c, "-c")} is in no ConfigMap it mounts`); continue; }
     const bootstrap = YAML.parse(text);
@@ -856,7 +921,7 @@ function worldProblems(entries) {
   for (const w of all) {
     const docs = w.entries.map((e) => e.doc);
     const eg = patchedEgConfigs(docs, (f) => generatedConfig(f.wasm.config));
-    const found = [...istioProblems(docs), ...eg.problems, ...egProblems(docs, eg.patched)];
+    const found = [...istioProblems(docs), ...eg.problems, ...egProblems(docs, eg.patched), ...flushProblems(docs)];
     failures.push(...found.map((p) => `[${w.name}] ${p}`));
   }
   return { worlds: all, failures: [...new Set(failures)], kubernetes: k8s.bootstraps };
@@ -883,6 +948,7 @@ const BREAKS = [
   ["EnvoyPatchPolicy", "a JSONPath it cannot read", (d) => { d.spec.jsonPatches[0].operation.jsonPath = "..http_filters[?(@.name~'x')]"; }],
   ["BackendTrafficPolicy", "a buffer limit that is not a quantity", (d) => { d.spec.requestBuffer.limit = "lots"; }],
   ["HTTPRouteFilter", "overwrite as text", (d) => { d.spec.credentialInjection.overwrite = "yes"; }],
+  ["EnvoyProxy", "extraArgs as a string", (d) => { d.spec.extraArgs = "--file-flush-interval-msec 1000"; }],
 ];
 
 // References: each change to one object of the manifests, checked with all the others.
@@ -922,6 +988,14 @@ const REFERENCE_BREAKS = [
     (d) => { d.spec.targetRef.name = "other"; }],
   ["held headers under Envoy Gateway without the buffer policy", PATCHES, "BackendTrafficPolicy",
     (d) => { d.spec.targetRefs[0].name = "other"; }],
+  ["the Envoy container flushing its access log every 10 s", K8S, "Deployment",
+    (d) => { const a = d.spec.template.spec.containers[0].args; a.splice(a.indexOf("--file-flush-interval-msec"), 2); }, "claude-gateway"],
+  ["the Istio egress gateway flushing its access log every 10 s", "deploy/istio/egress-gateway.yaml", "Deployment",
+    (d) => { const a = d.spec.template.metadata.annotations; a["proxy.istio.io/config"] = a["proxy.istio.io/config"].replace('"fileFlushInterval":"1s"', '"fileFlushInterval":"10s"'); }],
+  ["the EnvoyProxy flushing its access log every 10 s", "deploy/envoy-gateway/claude-gateway.yaml", "EnvoyProxy",
+    (d) => { d.spec.extraArgs = ["--file-flush-interval-msec", "10000"]; }],
+  ["the EnvoyProxy without the audit log", "deploy/envoy-gateway/claude-gateway.yaml", "EnvoyProxy",
+    (d) => { d.spec.telemetry.accessLog.settings.shift(); }],
   ["a plugin route whose cluster no HTTPRoute rule matches", PATCHES, "HTTPRoute",
     (d) => { d.spec.rules[1].matches[0].headers[0].value = "azure"; }],
 ];

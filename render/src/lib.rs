@@ -34,6 +34,19 @@ const UPSTREAM_CODEC_TYPE: &str =
 /// The `vm_id` of a module other than the gateway's.
 const OTHER_VM: &str = "other_module";
 
+/// How often Envoy writes buffered access-log lines (the audit record among them) to their file
+/// or standard output, in milliseconds. Envoy buffers them and writes every 10 s by default, or
+/// sooner once 64 KiB are waiting (`--file-flush-min-size-kb`). Envoy 1.40 has no bootstrap or
+/// access-log field for this: only the command line sets it (`--file-flush-interval-msec`).
+pub const FILE_FLUSH_INTERVAL_MS: u32 = 1000;
+const _: () = assert!(FILE_FLUSH_INTERVAL_MS <= 1000, "audit records within 1 s");
+
+/// The command-line flags every shipped way of starting Envoy passes along with the bootstrap:
+/// `make run` (`render envoy-args`), deploy/kubernetes/replicas.yaml's container, and the
+/// end-to-end test of the flush. Istio's pilot-agent and Envoy Gateway start Envoy themselves;
+/// their manifests set the same interval their own way (`make manifests` checks them).
+pub const ENVOY_ARGS: [&str; 2] = ["--file-flush-interval-msec", "1000"];
+
 /// A parsed Envoy bootstrap (anchors expanded), edited in place and written back as YAML.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
@@ -904,6 +917,17 @@ mod tests {
             out.push(c.get("configuration").cloned().unwrap_or(Value::Null))
         });
         out
+    }
+
+    #[test]
+    fn the_envoy_flags_set_the_flush_interval() {
+        assert_eq!(
+            ENVOY_ARGS,
+            [
+                "--file-flush-interval-msec",
+                FILE_FLUSH_INTERVAL_MS.to_string().as_str()
+            ]
+        );
     }
 
     #[test]

@@ -7,20 +7,27 @@
 //!     writes every envoy/examples/*.yaml, and deploy/kubernetes/replicas.yaml, from
 //!     envoy/envoy.yaml (`make examples`); with
 //!     --check, writes nothing and fails naming the stale ones (`make lint`)
+//! render envoy-args
+//!     the command-line flags Envoy is started with next to the bootstrap (`make run`): the
+//!     access-log flush interval, which Envoy has no bootstrap field for
 
-use claude_gateway_render::{Bootstrap, Upstream, examples};
+use claude_gateway_render::{Bootstrap, ENVOY_ARGS, Upstream, examples};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: render bootstrap <file.yaml> --wasm <path> [--upstream <url>] \
                      [--listen <port>] [--admin <port>] [--plugin-config <file.json|file.yaml>] \
-                     [--out <file>]\n       render examples [--check]";
+                     [--out <file>]\n       render examples [--check]\n       render envoy-args";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((command, rest)) if command == "bootstrap" => bootstrap(rest),
         Some((command, rest)) if command == "examples" => examples(rest),
+        Some((command, [])) if command == "envoy-args" => {
+            println!("{}", ENVOY_ARGS.join(" "));
+            Ok(ExitCode::SUCCESS)
+        }
         _ => Err(USAGE.to_owned()),
     };
     match result {

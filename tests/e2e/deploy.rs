@@ -1,6 +1,7 @@
 //! What the deployment artifacts promise, through the real Envoy: the production example
 //! (TLS, CORS, health, audit log file), the filter without held headers (Istio's WasmPlugin,
-//! Envoy Gateway), and the Grafana dashboard naming only metrics the gateway exports.
+//! Envoy Gateway), audit records written within a second with the shipped Envoy flags, and the
+//! Grafana dashboard naming only metrics the gateway exports.
 
 use crate::support::anthropic;
 use crate::support::bootstrap::Bootstrap;
@@ -231,6 +232,89 @@ print(json.dumps({
     assert_eq!(record["http.response.status_code"], 200);
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends one Messages request and waits (up to 3 s) for its audit record in the access log:
+/// the record and how long after the response it appeared.
+fn audit_record_delay(gw: &Gateway, mock: &Mock) -> (Value, Duration) {
+    let r = crate::support::client()
+        .post(gw.url("/v1/messages"))
+        .header("connection", "close")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .header("x-api-key", "sk-ant-client")
+        .body(body(false, "flush"))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let responded = Instant::now();
+    assert_eq!(status, 200, "{text}");
+    // The request's x-request-id as Envoy sent it upstream (Envoy makes one for a client
+    // outside its internal addresses), which the filter records.
+    let id = mock
+        .requests()
+        .last()
+        .unwrap()
+        .header("x-request-id")
+        .unwrap()
+        .to_owned();
+    let deadline = responded + Duration::from_secs(3);
+    loop {
+        let found = gw
+            .audit_records()
+            .into_iter()
+            .find(|r| r["request_id"] == id.as_str());
+        if let Some(r) = found {
+            return (r, responded.elapsed());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit record for {id} 3 s after the response: {:?}",
+            std::fs::read_to_string(gw.access_log_path()).unwrap_or_default()
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// The flags every shipped way of starting Envoy passes (`make run`, the manifests): the
+/// audit record of a request is in the access log within 2 s of its response, where Envoy's
+/// default (every 10 s) would keep it in memory, lost if Envoy crashed.
+#[test]
+fn the_audit_record_reaches_the_access_log_within_a_second_with_the_shipped_flags() {
+    let [flag, value] = crate::support::bootstrap::ENVOY_ARGS;
+    assert_eq!(flag, "--file-flush-interval-msec");
+    let interval_ms: u32 = value.parse().unwrap();
+    let mock = Mock::start("anthropic", anthropic::responder("anthropic"));
+    let gw = Gateway::start_with(
+        envoy::bootstrap(mock.port(), "{}"),
+        &Run {
+            file_flush_interval_ms: interval_ms,
+            ..Run::default()
+        },
+    );
+    let info: Value = serde_json::from_str(&gw.admin_get("/server_info").unwrap()).unwrap();
+    assert_eq!(
+        info["command_line_options"]["file_flush_interval"],
+        format!("{}s", f64::from(interval_ms) / 1000.0),
+        "{info}"
+    );
+    // Envoy's flush timer ticks from start-up on; a log's flush thread starts with its first
+    // line and writes it at once. Later lines wait for the next tick (or 64 KiB), so the
+    // first record proves nothing; the second waits up to one interval (with Envoy's default,
+    // until 10 s after start-up: this test would fail).
+    let (_, first) = audit_record_delay(&gw, &mock);
+    let (record, after) = audit_record_delay(&gw, &mock);
+    eprintln!(
+        "audit records in the access log {first:?} (the first) and {after:?} (the next) after their responses"
+    );
+    assert!(
+        after < Duration::from_secs(2),
+        "the audit record took {after:?}"
+    );
+    assert_eq!(record["gen_ai.request.model"], MODEL);
+    assert_eq!(record["http.response.status_code"], 200);
+    gw.assert_healthy();
 }
 
 /// Metric names and the label names each carries, from a Prometheus exposition.

@@ -22,6 +22,7 @@ mod foundation;
 mod identity;
 mod inspection;
 mod keys;
+mod make_run;
 mod replicas;
 mod routing;
 mod security;

@@ -88,6 +88,9 @@ pub struct Run {
     pub env: Vec<(String, String)>,
     /// Envoy's log level for the wasm component (the filter mirrors it: debug lines cost host calls).
     pub wasm_log_level: &'static str,
+    /// How often Envoy writes buffered access-log lines (the audit records), in ms: 100 so tests
+    /// read them soon; the shipped interval is `bootstrap::FILE_FLUSH_INTERVAL_MS`.
+    pub file_flush_interval_ms: u32,
 }
 
 impl Default for Run {
@@ -97,6 +100,7 @@ impl Default for Run {
             cpus: Vec::new(),
             env: Vec::new(),
             wasm_log_level: "debug",
+            file_flush_interval_ms: 100,
         }
     }
 }
@@ -214,7 +218,8 @@ impl Gateway {
             .arg(dir.join("admin.txt"))
             .args(["--log-level", "info", "--component-log-level"])
             .arg(format!("wasm:{}", run.wasm_log_level))
-            .args(["--file-flush-interval-msec", "100"])
+            .arg("--file-flush-interval-msec")
+            .arg(run.file_flush_interval_ms.to_string())
             .stdout(fs::File::create(dir.join("access.log")).unwrap())
             .stderr(fs::File::create(dir.join("envoy.log")).unwrap())
             .spawn()
