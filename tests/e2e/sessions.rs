@@ -317,6 +317,40 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
     assert_eq!(line, want);
     assert!(ratio > 0.0);
     assert_eq!(statusline(&gw, stranger), "gateway: new session");
+    // The HTML report of this gateway's own records, opened in headless Chromium: every chart
+    // (spend, buckets, hit ratio, misses by reason, top sessions, the agent tree) has data.
+    let html = gw.access_log_path().with_file_name("report.html");
+    envoy::python(
+        &[
+            repo().join("report/report.py").as_os_str(),
+            gw.access_log_path().as_os_str(),
+            "--html".as_ref(),
+            html.as_os_str(),
+            "--session".as_ref(),
+            SESSION.as_ref(),
+        ],
+        &[],
+    );
+    let chromium = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .unwrap();
+    let check = Command::new("node")
+        .arg(repo().join("report/check.mjs"))
+        .arg(&html)
+        .env(
+            "CHROMIUM",
+            String::from_utf8(chromium.stdout).unwrap().trim(),
+        )
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "report check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     for secret in [KEY, OTHER_KEY] {
         assert!(!gw.log().contains(secret));
         assert!(!s.to_string().contains(secret));
