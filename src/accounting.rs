@@ -181,10 +181,9 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     let miss = ex.and_then(|x| x.cache_miss.as_ref());
     let start_ms = f.start_ns / 1_000_000;
     let previous = f.insight.and_then(|i| i.previous.as_ref());
-    let verdict = f.insight.and_then(|i| {
-        let changed = i.changed.filter(|_| i.print.is_some());
-        sessions::verdict(previous, changed, start_ms, &tokens)
-    });
+    let verdict = f
+        .insight
+        .and_then(|i| sessions::verdict(previous, i.changed, start_ms, &tokens));
     if let Some(m) = miss {
         up.count(1, || metrics::cache_misses(&m.reason));
     }

@@ -1,8 +1,10 @@
 //! What each session cost, and why its cache missed (issue 19). Per session: running totals
 //! (requests, the five token buckets, cost) overall, per model and per agent (Claude Code's
-//! subagents), Anthropic's cache-miss reasons, and per agent its previous turn: the response id
-//! (for Anthropic's cache diagnostics) and a fingerprint of the prompt prefix (for the gateway's
-//! own verdict). Records live in Envoy's shared data in a bounded table (`table`); this module
+//! subagents), Anthropic's cache-miss reasons, and per agent and model its previous turn: the
+//! response id (for Anthropic's cache diagnostics) and a fingerprint of the prompt prefix (for
+//! the gateway's own verdict). Per model too, because a client's side requests in the same
+//! session (Claude Code's titles and summaries on a small model, without an agent id) are no
+//! turn of the conversation: compared with it, every turn would look like a miss. Records live in Envoy's shared data in a bounded table (`table`); this module
 //! is the pure part: the record, its update, the verdict.
 
 pub mod prefix;
@@ -16,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_MODELS: usize = 8;
 pub const MAX_AGENTS: usize = 32;
 pub const MAX_REASONS: usize = 8;
+/// Models whose previous turn an agent keeps (the least recently used goes).
+pub const MAX_TURNS: usize = 4;
 
 /// Requests, tokens by bucket and cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +63,11 @@ impl Totals {
     }
 }
 
-/// One agent's previous request, as the next one compares itself to.
+/// One agent's previous request on a model, as the next one compares itself to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
+    /// The model the request asked for (the chain's key, with the agent).
+    pub model: String,
     /// When it ended (ms since the epoch).
     pub at_ms: u64,
     /// Its response id (`msg_…`), for `diagnostics.previous_message_id`.
@@ -79,7 +85,27 @@ pub struct Agent {
     pub id: Option<String>,
     pub parent: Option<String>,
     pub totals: Totals,
-    pub turn: Option<Turn>,
+    /// Its last turn per model (at most [`MAX_TURNS`]).
+    pub turns: Vec<Turn>,
+}
+
+impl Agent {
+    /// Its previous turn on `model`.
+    pub fn turn(&self, model: &str) -> Option<&Turn> {
+        self.turns.iter().find(|t| t.model == model)
+    }
+
+    fn keep(&mut self, turn: &Turn) {
+        self.turns.retain(|t| t.model != turn.model);
+        if self.turns.len() >= MAX_TURNS {
+            // The least recently used model's turn goes.
+            let oldest = self.turns.iter().enumerate().min_by_key(|(_, t)| t.at_ms);
+            if let Some(i) = oldest.map(|(i, _)| i) {
+                self.turns.remove(i);
+            }
+        }
+        self.turns.push(turn.clone());
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +137,7 @@ pub struct Caller {
 /// What the request side learnt about a turn, for its record and the next turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Insight {
-    /// The same agent's previous turn, if the session has one.
+    /// The same agent's previous turn on the same model, if the session has one.
     pub previous: Option<Turn>,
     /// Where this turn's prefix stopped matching the previous one's.
     pub changed: Option<prefix::Section>,
@@ -130,7 +156,8 @@ pub struct Outcome<'a> {
     pub now_ms: u64,
     /// Anthropic's cache-miss reason, if it gave one.
     pub miss_reason: Option<&'a str>,
-    /// The turn the next request of this agent compares itself to (`None`: leave the last).
+    /// The turn the next request of this agent on this model compares itself to (`None`:
+    /// leave the last).
     pub turn: Option<Turn>,
 }
 
@@ -201,8 +228,8 @@ impl Session {
         }
         if let Some(a) = self.agent_mut(caller) {
             a.totals.add(&o.tokens, o.cost_micro_usd);
-            if o.turn.is_some() {
-                a.turn.clone_from(&o.turn);
+            if let Some(turn) = &o.turn {
+                a.keep(turn);
             }
         }
         if let Some(reason) = o.miss_reason {

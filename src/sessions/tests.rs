@@ -206,6 +206,7 @@ fn the_prefix_comparison_names_the_first_part_that_changed() {
 
 fn turn(cached: u64, at_ms: u64, ttl_s: u64) -> Turn {
     Turn {
+        model: "claude-sonnet-4-5".into(),
         at_ms,
         message_id: None,
         print: prefix::Fingerprint::default(),
@@ -281,4 +282,29 @@ fn a_turn_survives_the_wire() {
             .agent,
         None
     );
+}
+
+#[test]
+fn an_agent_keeps_one_turn_per_model_and_drops_the_oldest() {
+    let mut s = Session::new(&caller("s", None, None), 0);
+    let main = caller("s", None, None);
+    for (i, model) in ["opus", "haiku", "opus", "m3", "m4", "m5"]
+        .iter()
+        .enumerate()
+    {
+        let mut o = outcome(1, 0, i as u64);
+        o.turn = Some(Turn {
+            model: (*model).into(),
+            ..turn(10, i as u64, 300)
+        });
+        s.add(&main, &o);
+    }
+    let a = s.agent(None).unwrap();
+    assert_eq!(a.turns.len(), MAX_TURNS);
+    assert!(
+        a.turn("haiku").is_none(),
+        "the least recently used model went"
+    );
+    assert_eq!(a.turn("opus").unwrap().at_ms, 2, "the latest opus turn");
+    assert!(a.turn("m5").is_some());
 }

@@ -189,6 +189,11 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
         ),
         200
     );
+    // A side request on a small model in the same session (Claude Code's titles): its own chain.
+    assert_eq!(
+        send(&gw, &turn("claude-haiku-4-5", "title", 1), KEY, None),
+        200
+    );
     assert_eq!(send(&gw, &turn(sonnet, "v1 at 10:02", 3), KEY, None), 200);
     // The client's own diagnostics are left as they are; a route that opts out gets none.
     let mut own = turn(sonnet, "v1", 1);
@@ -204,7 +209,7 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
         200
     );
 
-    let upstream = mock.wait_requests(7);
+    let upstream = mock.wait_requests(8);
     let sent: Vec<Value> = upstream.iter().map(Recorded::json).collect();
     let previous = |i: usize| sent[i]["diagnostics"]["previous_message_id"].clone();
     assert_eq!(previous(0), Value::Null, "the first turn opts in");
@@ -216,35 +221,36 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
     );
     assert_eq!(previous(2), Value::Null, "a subagent's first turn");
     assert_eq!(previous(3), Value::Null);
-    assert_eq!(
-        previous(4),
-        "msg_sim1",
-        "the main agent again, not the subagents"
+    assert!(
+        sent[4].get("diagnostics").is_none(),
+        "cache_diagnostics: false"
     );
-    assert_eq!(previous(5), "msg_client_own");
     assert_eq!(
-        String::from_utf8_lossy(&upstream[5].body)
+        previous(5),
+        "msg_sim1",
+        "the main agent's previous turn on its model, not the subagents' nor the side request"
+    );
+    assert_eq!(previous(6), "msg_client_own");
+    assert_eq!(
+        String::from_utf8_lossy(&upstream[6].body)
             .matches("\"diagnostics\"")
             .count(),
         1
     );
-    assert!(
-        sent[6].get("diagnostics").is_none(),
-        "cache_diagnostics: false"
-    );
+    assert!(sent[7].get("diagnostics").is_none());
 
     // Totals, per model and the agent tree, for the credential that made them.
     let (status, s) = session(&gw, SESSION, Some(KEY));
     assert_eq!(status, 200, "{s}");
-    let records = gw.wait_audit_records(7);
+    let records = gw.wait_audit_records(8);
     let mine: Vec<&Value> = records
         .iter()
         .filter(|r| r["session.id"] == SESSION && r["http.request.method"] == "POST")
-        .take(5)
+        .take(6)
         .collect();
     let sum = |k: &str| mine.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
     let usage = &s["usage"];
-    assert_eq!(usage["requests"], 5);
+    assert_eq!(usage["requests"], 6);
     assert_eq!(
         usage["cost_micro_usd"].as_u64().unwrap(),
         sum("cost_micro_usd")
@@ -260,10 +266,11 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
     );
     assert_eq!(s["scope"], "replica");
     assert_eq!(s["models"][0]["usage"]["requests"], 5);
+    assert_eq!(s["models"][1]["model"], "claude-haiku-4-5");
     let top = s["agents"].as_array().unwrap();
     assert_eq!(top.len(), 2, "the main agent and agent-a1: {s}");
     let main = top.iter().find(|a| a["agent_id"].is_null()).unwrap();
-    assert_eq!(main["usage"]["requests"], 3);
+    assert_eq!(main["usage"]["requests"], 4);
     let a1 = top.iter().find(|a| a["agent_id"] == "agent-a1").unwrap();
     assert_eq!(a1["agents"][0]["agent_id"], "agent-a2");
     assert_eq!(a1["agents"][0]["parent_agent_id"], "agent-a1");
@@ -293,9 +300,14 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
     assert_eq!(mine[1]["cache_miss_reason"], Value::Null, "no divergence");
     assert_eq!(mine[2]["agent_id"], "agent-a1");
     assert_eq!(mine[3]["parent_agent_id"], "agent-a1");
-    assert_eq!(mine[4]["cache_miss_reason"], "system_changed");
-    assert!(mine[4]["cache_missed_input_tokens"].as_u64().unwrap() > 0);
-    assert_eq!(mine[4]["cache_verdict"], "system_changed");
+    assert_eq!(
+        mine[4]["cache_verdict"],
+        Value::Null,
+        "a first turn on its model"
+    );
+    assert_eq!(mine[5]["cache_miss_reason"], "system_changed");
+    assert!(mine[5]["cache_missed_input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(mine[5]["cache_verdict"], "system_changed");
     assert_eq!(
         gw.counter("wasmcustom.claude_gateway.cache_misses.reason.system_changed"),
         1
@@ -313,7 +325,7 @@ fn sessions_count_per_agent_and_say_why_the_cache_missed() {
     let line = statusline(&gw, KEY);
     let cost = usage["cost_micro_usd"].as_u64().unwrap() as f64 / 1e6;
     let ratio = usage["cache_hit_ratio"].as_f64().unwrap();
-    let want = format!("${cost:.2} - cache {:.0}% - 5 requests", ratio * 100.0);
+    let want = format!("${cost:.2} - cache {:.0}% - 6 requests", ratio * 100.0);
     assert_eq!(line, want);
     assert!(ratio > 0.0);
     assert_eq!(statusline(&gw, stranger), "gateway: new session");

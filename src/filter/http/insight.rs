@@ -87,7 +87,8 @@ impl Http {
         let previous = record
             .as_ref()
             .and_then(|r| r.agent(caller.agent.as_deref()))
-            .and_then(|a| a.turn.clone());
+            .and_then(|a| a.turn(&facts.model))
+            .cloned();
         let (print, changed) = match config.sessions.prefix_check {
             true => {
                 let (print, changed) =
@@ -96,13 +97,9 @@ impl Http {
             }
             false => (None, None),
         };
-        let one_hour = facts
-            .layout
-            .markers
-            .iter()
-            .map(|(_, t)| *t)
+        let mut ttls = (facts.layout.markers.iter().map(|(_, t)| *t))
             .chain(plan.cache.added.iter().map(|a| a.ttl));
-        let ttl_s = if one_hour.into_iter().any(|t| t == Ttl::OneHour) {
+        let ttl_s = if ttls.any(|t| t == Ttl::OneHour) {
             3600
         } else {
             300
@@ -140,6 +137,7 @@ impl Http {
             return;
         };
         let turn = insight.print.map(|print| Turn {
+            model: self.seen.model.clone().unwrap_or_default(),
             at_ms: end_ms,
             message_id: record
                 .response_id
