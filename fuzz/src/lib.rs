@@ -12,6 +12,7 @@ use claude_gateway::eventstream::{self, MAX_FRAME, Transcoder};
 use claude_gateway::json::{self, Scanner, Span};
 use claude_gateway::request::{self, BodyIssue};
 use claude_gateway::secrets::{self, Action, Collector, Detector, Finding, Rule, Window};
+use claude_gateway::sessions::prefix;
 use claude_gateway::sse::{Framer, MAX_FIELD};
 use claude_gateway::tools::{self, ToolCall, ToolConfig, ToolWatch};
 use claude_gateway::usage::Extraction;
@@ -234,6 +235,10 @@ pub fn rewrite(data: &[u8]) {
     assert_eq!(back, body, "the output is not the input plus insertions");
     let (end, head) = splice::apply_prefix(body, &plan.edits);
     assert_eq!([head.as_slice(), &body[end..]].concat(), out);
+
+    // A session turn compared with its own fingerprint: nothing changed.
+    let (print, _) = prefix::compare(body, &facts, None);
+    assert_eq!(prefix::compare(body, &facts, Some(&print)), (print, None));
 
     // As values: valid JSON in, valid JSON out, the same apart from the markers.
     if let Ok(input) = serde_json::from_slice::<Value>(body) {
