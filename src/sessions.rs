@@ -11,15 +11,21 @@ pub mod prefix;
 pub mod table;
 pub mod wire;
 
+use crate::cache::layout::Ttl;
+use crate::request::BodyFacts;
+use crate::splice::Edit;
 use crate::usage::Tokens;
 use serde::{Deserialize, Serialize};
 
 /// Bounds on one record, so its size (and each update's copy) stays small.
 pub const MAX_MODELS: usize = 8;
-pub const MAX_AGENTS: usize = 32;
+pub const MAX_AGENTS: usize = 16;
 pub const MAX_REASONS: usize = 8;
-/// Models whose previous turn an agent keeps (the least recently used goes).
-pub const MAX_TURNS: usize = 4;
+/// Models whose previous turn an agent keeps (the least recently used goes): the
+/// conversation's and a side model's.
+pub const MAX_TURNS: usize = 2;
+/// Model names are kept to this many bytes.
+const MAX_MODEL_LEN: usize = 128;
 
 /// Requests, tokens by bucket and cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +78,8 @@ pub struct Turn {
     pub at_ms: u64,
     /// Its response id (`msg_…`), for `diagnostics.previous_message_id`.
     pub message_id: Option<String>,
-    pub print: prefix::Fingerprint,
+    /// `None` when `prefix_check` is off.
+    pub print: Option<prefix::Fingerprint>,
     /// Prompt tokens the cache held after it (read + written): what the next turn can read.
     pub cached: u64,
     /// The longest TTL its markers asked for, in seconds.
@@ -137,6 +144,11 @@ pub struct Caller {
 /// What the request side learnt about a turn, for its record and the next turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Insight {
+    /// The model the request asked for (bounded): the chain's key, with the agent.
+    pub model: String,
+    /// The gateway added `diagnostics` to the body (an optional edit: the request may go
+    /// without it).
+    pub asked: bool,
     /// The same agent's previous turn on the same model, if the session has one.
     pub previous: Option<Turn>,
     /// Where this turn's prefix stopped matching the previous one's.
@@ -145,6 +157,101 @@ pub struct Insight {
     pub print: Option<prefix::Fingerprint>,
     /// The longest TTL this turn's markers ask for, in seconds.
     pub ttl_s: u64,
+}
+
+/// The request side of a turn: the agent's previous turn on the request's model (from the
+/// session's record), this turn's fingerprint and where its prefix left the previous one's
+/// (with `prefix_check`), the longest TTL its markers ask for (the client's and those the
+/// gateway adds), and, when `ask` (a route to the Claude API) and the client sent no
+/// `diagnostics` of its own, the insertion asking the API why the cache missed.
+pub fn begin(
+    record: Option<&Session>,
+    agent: Option<&str>,
+    body: &[u8],
+    facts: &BodyFacts,
+    added: &mut dyn Iterator<Item = Ttl>,
+    prefix_check: bool,
+    ask: bool,
+) -> (Insight, Option<Edit>) {
+    let model: String = bounded(&facts.model);
+    let previous = record
+        .and_then(|r| r.agent(agent))
+        .and_then(|a| a.turn(&model))
+        .cloned();
+    let (print, changed) = if prefix_check {
+        let before = previous.as_ref().and_then(|t| t.print.as_ref());
+        let (print, changed) = prefix::compare(body, facts, before);
+        (Some(print), changed)
+    } else {
+        (None, None)
+    };
+    let mut ttls = facts.layout.markers.iter().map(|(_, t)| *t).chain(added);
+    let ttl_s = if ttls.any(|t| t == Ttl::OneHour) {
+        3600
+    } else {
+        300
+    };
+    let edit = (ask && facts.member(body, "diagnostics").is_none())
+        .then(|| {
+            diagnostics_edit(
+                body,
+                previous.as_ref().and_then(|t| t.message_id.as_deref()),
+            )
+        })
+        .flatten();
+    let insight = Insight {
+        model,
+        asked: edit.is_some(),
+        previous,
+        changed,
+        print,
+        ttl_s,
+    };
+    (insight, edit)
+}
+
+/// `"diagnostics":{"previous_message_id":…},` right after the body's opening brace: the
+/// previous response id of the same agent and model, or `null` on its first turn (which opts
+/// in). `None` if the body does not start with an object.
+pub fn diagnostics_edit(body: &[u8], previous: Option<&str>) -> Option<Edit> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body.get(open) != Some(&b'{') {
+        return None;
+    }
+    let mut bytes = br#""diagnostics":{"previous_message_id":"#.to_vec();
+    match previous.and_then(crate::session::valid) {
+        Some(id) => crate::json::write_string(&mut bytes, id),
+        None => bytes.extend_from_slice(b"null"),
+    }
+    bytes.extend_from_slice(b"},");
+    Some(Edit::insert(open + 1, bytes))
+}
+
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(MAX_MODEL_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+impl Insight {
+    /// The turn the next request of this agent on this model compares itself to.
+    pub fn turn(&self, message_id: Option<&str>, tokens: &Tokens, end_ms: u64) -> Turn {
+        Turn {
+            model: self.model.clone(),
+            at_ms: end_ms,
+            message_id: message_id
+                .and_then(crate::session::valid)
+                .map(str::to_owned),
+            print: self.print,
+            cached: tokens
+                .cache_read
+                .saturating_add(tokens.cache_write_5m)
+                .saturating_add(tokens.cache_write_1h),
+            ttl_s: self.ttl_s,
+        }
+    }
 }
 
 /// What one finished request adds to its session.
@@ -271,37 +378,52 @@ impl Session {
             "last_seen": crate::time::rfc3339(self.last_ms.saturating_mul(1_000_000)),
             "usage": totals_json(&self.totals),
             "models": models,
-            "agents": self.tree(None, 0),
+            "agents": self.tree(),
             "cache_miss_reasons": misses,
         })
     }
 
-    /// The agents spawned by `parent` (`None`: the main agent's level), each with its own;
-    /// agents whose parent the session does not know hang at the top.
-    fn tree(&self, parent: Option<&str>, depth: usize) -> Vec<serde_json::Value> {
+    /// The agent tree: the main agent and the subagents of no known parent at the top, each
+    /// with those it spawned; an agent no walk from the top reaches (a cycle of parents) is put
+    /// at the top too, so every agent is shown once.
+    fn tree(&self) -> Vec<serde_json::Value> {
         let known = |id: &str| self.agents.iter().any(|a| a.id.as_deref() == Some(id));
-        self.agents
-            .iter()
-            .filter(|a| match (parent, a.id.as_deref(), a.parent.as_deref()) {
-                // The top: the main agent, and subagents of no known parent.
-                (None, None, _) => depth == 0,
-                (None, Some(_), p) => depth == 0 && !p.is_some_and(known),
-                (Some(want), Some(_), Some(p)) => want == p,
-                _ => false,
-            })
-            .map(|a| {
-                let children = match (&a.id, depth < MAX_AGENTS) {
-                    (Some(id), true) => self.tree(Some(id), depth + 1),
-                    _ => Vec::new(),
-                };
-                serde_json::json!({
-                    "agent_id": a.id,
-                    "parent_agent_id": a.parent,
-                    "usage": totals_json(&a.totals),
-                    "agents": children,
-                })
-            })
-            .collect()
+        let mut shown = vec![false; self.agents.len()];
+        let mut top: Vec<serde_json::Value> = Vec::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let root = a.id.is_none() || !a.parent.as_deref().is_some_and(known);
+            if root {
+                top.push(self.node(i, &mut shown));
+            }
+        }
+        for i in 0..self.agents.len() {
+            if !shown.get(i).copied().unwrap_or(true) {
+                top.push(self.node(i, &mut shown));
+            }
+        }
+        top
+    }
+
+    fn node(&self, i: usize, shown: &mut Vec<bool>) -> serde_json::Value {
+        let Some(a) = self.agents.get(i) else {
+            return serde_json::Value::Null;
+        };
+        if let Some(s) = shown.get_mut(i) {
+            *s = true;
+        }
+        let mut children = Vec::new();
+        for (j, child) in self.agents.iter().enumerate() {
+            let mine = a.id.is_some() && child.id.is_some() && child.parent == a.id;
+            if mine && !shown.get(j).copied().unwrap_or(true) {
+                children.push(self.node(j, shown));
+            }
+        }
+        serde_json::json!({
+            "agent_id": a.id,
+            "parent_agent_id": a.parent,
+            "usage": totals_json(&a.totals),
+            "agents": children,
+        })
     }
 }
 

@@ -121,13 +121,27 @@ impl CacheMiss {
     }
 }
 
-/// A reason as a metric label: the API's own words, or `other` for anything that is not a
-/// plain lowercase identifier.
+/// The reasons the API documents (and `pending`); anything else reads `other`, so an upstream
+/// cannot add metric series.
+const MISS_REASONS: [&str; 6] = [
+    "model_changed",
+    "system_changed",
+    "tools_changed",
+    "messages_changed",
+    "previous_message_not_found",
+    "unavailable",
+];
+
 fn metric_safe(reason: Option<&str>) -> Option<String> {
     let r = reason?;
-    let plain =
-        !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    Some(if plain { r } else { "other" }.to_owned())
+    Some(
+        MISS_REASONS
+            .iter()
+            .find(|k| **k == r)
+            .copied()
+            .unwrap_or("other")
+            .to_owned(),
+    )
 }
 
 /// Any of: a message (non-streaming body, or `message_start.message`), an error body, or a

@@ -95,9 +95,10 @@ fn id(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// `c:<consumer id>`, `k:<32 lowercase hex>` (a credential's digest) or `anonymous`.
+/// `c:<consumer id>` (a virtual key's consumer), `j:<consumer id>` (a verified token's) or
+/// `k:<32 lowercase hex>` (a credential's digest). A caller with no credential has no sessions.
 fn owner(s: &str) -> bool {
-    if let Some(consumer) = s.strip_prefix("c:") {
+    if let Some(consumer) = s.strip_prefix("c:").or_else(|| s.strip_prefix("j:")) {
         return !consumer.is_empty()
             && consumer.len() <= MAX_CONSUMER_ID
             && !consumer.chars().any(char::is_control);
@@ -108,7 +109,7 @@ fn owner(s: &str) -> bool {
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     }
-    s == "anonymous"
+    false
 }
 
 fn text(s: &str, max: usize) -> bool {

@@ -244,7 +244,7 @@ async fn turns_of_two_replicas_add_up_and_redis_bounds_them() {
     for (owner, session) in [
         ("c:bob", SESSION),
         (&format!("k:{hex}") as &str, SESSION),
-        ("anonymous", SESSION),
+        ("j:alice", SESSION),
         (OWNER, "another-session"),
     ] {
         let found = get(&a, owner, session).await.unwrap();

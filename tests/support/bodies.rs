@@ -20,17 +20,17 @@ pub fn rewritten(body: &[u8]) -> Vec<u8> {
 }
 
 /// An upstream body without the cache diagnostics the gateway adds on Claude API routes to
-/// requests of a known session (`,"diagnostics":{"previous_message_id":null}` or `…:"msg_…"}`),
-/// so everything else can still be compared byte for byte.
+/// requests of a known session (`"diagnostics":{"previous_message_id":null},` or `…:"msg_…"},`
+/// right after the opening brace), so everything else can still be compared byte for byte.
 pub fn without_diagnostics(body: &[u8]) -> Vec<u8> {
-    let marker = br#","diagnostics":{"previous_message_id":"#;
-    let Some(start) = body.windows(marker.len()).rposition(|w| w == marker) else {
+    let marker = br#""diagnostics":{"previous_message_id":"#;
+    let Some(start) = body.windows(marker.len()).position(|w| w == marker) else {
         return body.to_vec();
     };
-    let Some(len) = body[start..].iter().position(|&b| b == b'}') else {
+    let Some(len) = body[start..].windows(2).position(|w| w == b"},") else {
         return body.to_vec();
     };
-    [&body[..start], &body[start + len + 1..]].concat()
+    [&body[..start], &body[start + len + 2..]].concat()
 }
 
 const SESSION: &str = "f25958b8-e75c-455d-8b40-f006d87cc2a4";

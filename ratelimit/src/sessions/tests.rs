@@ -26,13 +26,14 @@ fn owners_and_ids_are_checked_and_bounded() {
         Ok("claude_gateway:session:c:alice:s-1_A")
     );
     assert!(key(&format!("k:{hex}"), "s").is_ok());
-    assert!(key("anonymous", &"x".repeat(MAX_ID)).is_ok());
+    assert!(key("j:bob@example.com", &"x".repeat(MAX_ID)).is_ok());
     assert!(key(&format!("c:{}", "é".repeat(MAX_CONSUMER_ID / 2)), "s").is_ok());
     for bad_owner in [
         "",
         "c:",
         "alice",
-        "anonymous2",
+        "anonymous",
+        "j:",
         "c:al\nice",
         &format!("c:{}", "a".repeat(MAX_CONSUMER_ID + 1)),
         &format!("k:{}", &hex[1..]),
@@ -44,7 +45,7 @@ fn owners_and_ids_are_checked_and_bounded() {
     }
     for bad_session in ["", "a:b", "a b", "ä", &"x".repeat(MAX_ID + 1)] {
         assert_eq!(
-            key("anonymous", bad_session),
+            key("c:alice", bad_session),
             Err("session"),
             "{bad_session:?}"
         );
@@ -213,7 +214,7 @@ async fn a_failing_redis_is_not_retried() {
         broken: true,
         ..Fake::default()
     };
-    let e = add(&mut redis, "k", &turn("anonymous", "s", ""), 60).await;
+    let e = add(&mut redis, "k", &turn("c:alice", "s", ""), 60).await;
     assert_eq!(e, Err(Failure::Redis("connection refused".into())));
     assert_eq!(redis.reads, 1);
 }
@@ -255,17 +256,17 @@ async fn bad_input_is_invalid_and_a_store_without_redis_unavailable() {
     assert_eq!(e.message(), "invalid owner");
     let e = sessions
         .get(&Key {
-            owner: "anonymous".into(),
+            owner: "c:alice".into(),
             session: "../x".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = sessions.add(&turn("anonymous", "s", "")).await.unwrap_err();
+    let e = sessions.add(&turn("c:alice", "s", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     let e = sessions
         .get(&Key {
-            owner: "anonymous".into(),
+            owner: "c:alice".into(),
             session: "s".into(),
         })
         .await

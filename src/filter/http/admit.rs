@@ -25,20 +25,12 @@ impl Http {
     /// Virtual keys: authenticates the client, checks its limits and budgets, and swaps its
     /// credential for a pool key. `Err` is the refusal to send.
     pub(super) fn admit(&mut self, config: &Config, route: &Route) -> Result<Vec<HeaderOp>, Reply> {
-        let x_api_key = self.cached_header("x-api-key");
-        let authorization = self.cached_header("authorization");
-        let presented = keys::presented(x_api_key.as_deref(), authorization.as_deref());
         let session = session::session_id(
             self.seen.session_header.as_deref(),
             self.seen.user_id.as_deref(),
         );
         let now = effects::now_ms();
-        let claims = if route.jwt {
-            self.verified_claims(config)
-        } else {
-            None
-        };
-        let consumer = access::identify(config, route, &presented, claims.as_ref())?;
+        let consumer = self.identify(config, route)?;
         let mut ops = Vec::new();
         let Some(c) = consumer.as_ref().and_then(|c| c.get(&config.consumers)) else {
             // Rate-limit descriptors come from the gateway only, never from a client.
@@ -78,9 +70,36 @@ impl Http {
         Ok(ops)
     }
 
+    /// The caller as `route` knows it: a verified token's consumer, a virtual key's, or none
+    /// (the route takes the client's own credential). `Err` is the refusal.
+    pub(super) fn identify(
+        &mut self,
+        config: &Config,
+        route: &Route,
+    ) -> Result<Option<keys::Caller>, Reply> {
+        let presented = self.presented();
+        let presented: Vec<&str> = presented.iter().map(String::as_str).collect();
+        let claims = if route.jwt {
+            self.verified_claims(config)
+        } else {
+            None
+        };
+        access::identify(config, route, &presented, claims.as_ref())
+    }
+
+    /// The credentials the client presented (`x-api-key`, a bearer token).
+    pub(super) fn presented(&mut self) -> Vec<String> {
+        let x_api_key = self.cached_header("x-api-key");
+        let authorization = self.cached_header("authorization");
+        keys::presented(x_api_key.as_deref(), authorization.as_deref())
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The payload of the token Envoy's `jwt_authn` verified (`payload_in_metadata`), from the
     /// request's dynamic metadata: never from a header, which a client could write.
-    pub(super) fn verified_claims(&self, config: &Config) -> Option<serde_json::Value> {
+    fn verified_claims(&self, config: &Config) -> Option<serde_json::Value> {
         let key = &config.jwt.as_ref()?.metadata_key;
         let bytes = host::property(&["metadata", "filter_metadata", JWT_AUTHN])
             .ok()

@@ -1,20 +1,19 @@
 //! Sessions (src/sessions.rs) in the request's life: on the way in, the agent's previous turn
-//! is looked up, the prompt prefix compared with it and, on routes to the Claude API, the
-//! previous response id sent for Anthropic's cache diagnostics; at the end, the turn is added
-//! to the session's totals. `GET /v1/gateway/sessions/{id}` is answered here too.
+//! on the model is looked up, the prompt prefix compared with it and, on routes to the Claude
+//! API, the previous response id sent for Anthropic's cache diagnostics; at the end, the turn
+//! is added to the session's totals (and, across replicas, sent to the rate-limit service's
+//! store). `GET /v1/gateway/sessions/{id}` is answered here too.
 
 use super::Http;
-use crate::cache::layout::Ttl;
 use crate::config::Config;
 use crate::filter::host;
 use crate::filter::store::EnvoyStore;
 use crate::filter::sync;
-use crate::keys::{self, access};
+use crate::keys::{self, Caller as Consumer};
 use crate::plan::{self, Plan};
 use crate::routing::Route;
 use crate::session;
-use crate::sessions::{Caller, Insight, Outcome, Turn, prefix, table, wire};
-use crate::splice::Edit;
+use crate::sessions::{self, Caller, Outcome, table, wire};
 use crate::usage::Tokens;
 use proxy_wasm::traits::Context;
 use std::time::Duration;
@@ -23,24 +22,20 @@ use std::time::Duration;
 const SESSIONS_PATH: &str = "/v1/gateway/sessions/";
 
 impl Http {
-    /// Who owns the sessions this request makes: its consumer, else a digest of the
-    /// credential it presented (the same credential reads them back).
-    fn owner(&mut self, config: &Config) -> String {
-        if let Some(c) = self
-            .seen
-            .consumer
-            .as_ref()
-            .and_then(|c| c.get(&config.consumers))
-        {
-            return format!("c:{}", c.id);
+    /// Who owns the sessions this request makes: its consumer (a virtual key's `c:`, a verified
+    /// token's `j:`), else a digest of the credential it presented, which reads them back. A
+    /// request with no credential at all has no sessions: they would be everyone's.
+    fn owner(&mut self, config: &Config) -> Option<String> {
+        let consumer = self.seen.consumer.as_ref();
+        if let Some(c) = consumer.and_then(|c| c.get(&config.consumers)) {
+            let kind = match consumer {
+                Some(Consumer::Token(_)) => "j",
+                _ => "c",
+            };
+            return Some(format!("{kind}:{}", c.id));
         }
-        let x_api_key = self.cached_header("x-api-key");
-        let authorization = self.cached_header("authorization");
-        let presented = keys::presented(x_api_key.as_deref(), authorization.as_deref());
-        match presented.first() {
-            Some(k) => format!("k:{}", keys::sha256_hex(k).get(..32).unwrap_or_default()),
-            None => "anonymous".to_owned(),
-        }
+        let key = self.presented().into_iter().next()?;
+        Some(format!("k:{}", keys::sha256_hex(&key).get(..32)?))
     }
 
     /// The session and agent of a Messages request, once it is admitted.
@@ -49,23 +44,19 @@ impl Http {
             self.seen.session_header.as_deref(),
             self.seen.user_id.as_deref(),
         )?;
-        let agent = self.cached_header("x-claude-code-agent-id");
-        let parent = self.cached_header("x-claude-code-parent-agent-id");
-        self.seen.agent = agent.as_deref().and_then(session::valid).map(str::to_owned);
-        self.seen.parent_agent = parent
-            .as_deref()
-            .and_then(session::valid)
-            .map(str::to_owned);
+        let valid = |v: Option<String>| v.as_deref().and_then(session::valid).map(str::to_owned);
+        self.seen.agent = valid(self.cached_header("x-claude-code-agent-id"));
+        self.seen.parent_agent = valid(self.cached_header("x-claude-code-parent-agent-id"));
         Some(Caller {
             session: id,
-            owner: self.owner(config),
+            owner: self.owner(config)?,
             agent: self.seen.agent.clone(),
             parent: self.seen.parent_agent.clone(),
         })
     }
 
-    /// Looks up the agent's previous turn, compares this one's prefix with it, and adds
-    /// `diagnostics.previous_message_id` on routes that ask the Claude API for a diagnosis.
+    /// Starts the session turn of an admitted Messages request: its insight for the record,
+    /// and the diagnostics insertion on routes that ask the Claude API.
     pub(super) fn begin_turn(
         &mut self,
         config: &Config,
@@ -73,56 +64,33 @@ impl Http {
         body: &[u8],
         plan: &mut Plan,
     ) {
-        let Ok(facts) = &plan.body else {
-            return;
-        };
         if !config.sessions.enabled {
             return;
         }
         let Some(caller) = self.session_caller(config) else {
             return;
         };
-        let max = config.sessions.max_sessions;
-        let record = table::load(&EnvoyStore, &caller.owner, &caller.session, max);
-        let previous = record
-            .as_ref()
-            .and_then(|r| r.agent(caller.agent.as_deref()))
-            .and_then(|a| a.turn(&facts.model))
-            .cloned();
-        let (print, changed) = match config.sessions.prefix_check {
-            true => {
-                let (print, changed) =
-                    prefix::compare(body, facts, previous.as_ref().map(|t| &t.print));
-                (Some(print), changed)
-            }
-            false => (None, None),
+        let Ok(facts) = &plan.body else {
+            return;
         };
-        let mut ttls = (facts.layout.markers.iter().map(|(_, t)| *t))
-            .chain(plan.cache.added.iter().map(|a| a.ttl));
-        let ttl_s = if ttls.any(|t| t == Ttl::OneHour) {
-            3600
-        } else {
-            300
-        };
-        // The client's own `diagnostics` is left alone; a body built anew has no place for it.
-        let ask = route.cache_diagnostics
-            && plan.new_body.is_none()
-            && facts.member(body, "diagnostics").is_none();
-        if ask {
-            let id = previous.as_ref().and_then(|t| t.message_id.as_deref());
-            plan.edits
-                .push(diagnostics_edit(facts.layout.root_close, id));
+        let s = &config.sessions;
+        let record = table::load(&EnvoyStore, &caller.owner, &caller.session, s.max_sessions);
+        // A body built anew (a vendor's wrapper) has no place for the field.
+        let ask = route.cache_diagnostics && plan.new_body.is_none();
+        let (insight, edit) = sessions::begin(
+            record.as_ref(),
+            caller.agent.as_deref(),
+            body,
+            facts,
+            &mut plan.cache.added.iter().map(|a| a.ttl),
+            s.prefix_check,
+            ask,
+        );
+        if let Some(edit) = edit {
+            plan.edits.push(edit);
             plan.edits.sort_by_key(|e| e.at);
         }
-        self.seen.turn = Some((
-            caller,
-            Insight {
-                previous,
-                changed,
-                print,
-                ttl_s,
-            },
-        ));
+        self.seen.turn = Some((caller, insight));
     }
 
     /// Adds the finished turn to its session.
@@ -136,20 +104,6 @@ impl Http {
         let Some((caller, insight)) = &self.seen.turn else {
             return;
         };
-        let turn = insight.print.map(|print| Turn {
-            model: self.seen.model.clone().unwrap_or_default(),
-            at_ms: end_ms,
-            message_id: record
-                .response_id
-                .clone()
-                .filter(|id| session::valid(id).is_some()),
-            print,
-            cached: tokens
-                .cache_read
-                .saturating_add(tokens.cache_write_5m)
-                .saturating_add(tokens.cache_write_1h),
-            ttl_s: insight.ttl_s,
-        });
         let outcome = Outcome {
             model: record.price.as_deref().or(record.response_model.as_deref()),
             tokens,
@@ -157,7 +111,8 @@ impl Http {
             now_ms: end_ms,
             miss_reason: record.cache_miss_reason.as_deref(),
             // A failed turn cached nothing new: the next one compares with the last good one.
-            turn: turn.filter(|_| record.status == Some(200)),
+            turn: (record.status == Some(200))
+                .then(|| insight.turn(record.response_id.as_deref(), &tokens, end_ms)),
         };
         if !table::record(&EnvoyStore, caller, &outcome, config.sessions.max_sessions) {
             log::warn!("#{} cannot update session {}", self.id, caller.session);
@@ -178,33 +133,25 @@ impl Http {
         let id = id.split('?').next().unwrap_or_default().to_owned();
         // The caller as the default route knows it (virtual keys, tokens): refused as a
         // Messages request would be.
-        let x_api_key = self.cached_header("x-api-key");
-        let authorization = self.cached_header("authorization");
-        let presented = keys::presented(x_api_key.as_deref(), authorization.as_deref());
         let route = &config.routes.default;
-        let claims = if route.jwt {
-            self.verified_claims(config)
-        } else {
-            None
-        };
-        match access::identify(config, route, &presented, claims.as_ref()) {
+        self.seen.route = Some(route.name.clone());
+        match self.identify(config, route) {
             Ok(c) => self.seen.consumer = c,
             Err(r) => {
                 self.reply(Some(route), &r);
                 return true;
             }
         }
-        self.seen.route = Some(route.name.clone());
-        let Some(id) = session::valid(&id).map(str::to_owned) else {
+        let (Some(id), Some(owner)) = (session::valid(&id), self.owner(config)) else {
             self.reply(Some(route), &plan::session_not_found());
             return true;
         };
+        let key = wire::Key {
+            owner,
+            session: id.to_owned(),
+        };
         // Across replicas, the rate-limit service's store answers; this replica's table if not.
         if let (Some(g), Some(_)) = (&config.global_limits, self.sessions_queue) {
-            let key = wire::Key {
-                owner: self.owner(config),
-                session: id.clone(),
-            };
             let sent = self.dispatch_grpc_call(
                 &g.cluster,
                 wire::SERVICE,
@@ -214,18 +161,18 @@ impl Http {
                 Duration::from_millis(g.timeout_ms),
             );
             if let Ok(token) = sent {
-                self.session_lookup = Some((token, id));
+                self.session_lookup = Some((token, key));
                 return true;
             }
         }
-        self.answer_from_table(config, &id);
+        self.answer_from_table(config, &key);
         true
     }
 
     /// This replica's record of the session, or 404.
-    fn answer_from_table(&mut self, config: &Config, id: &str) {
-        let owner = self.owner(config);
-        match table::load(&EnvoyStore, &owner, id, config.sessions.max_sessions) {
+    fn answer_from_table(&mut self, config: &Config, key: &wire::Key) {
+        let max = config.sessions.max_sessions;
+        match table::load(&EnvoyStore, &key.owner, &key.session, max) {
             Some(s) => self.send_session(s.to_json("replica").to_string().as_bytes()),
             None => self.reply(Some(&config.routes.default), &plan::session_not_found()),
         }
@@ -241,44 +188,32 @@ impl Http {
         }
     }
 
-    /// The session store's answer to a lookup: the session across replicas, none (404), or
-    /// no answer (this replica's own numbers).
+    /// The session store's answer to a lookup: the session across replicas, or, when the store
+    /// has none (a turn it never took) or does not answer, this replica's own numbers.
     pub(super) fn session_found(&mut self, token: u32, status: u32, size: usize) {
-        let (Some(config), Some((sent, id))) = (self.config.clone(), self.session_lookup.take())
-        else {
+        let Some(config) = self.config.clone() else {
             return;
         };
-        if sent != token {
+        if self.session_lookup.as_ref().map(|(t, _)| *t) != Some(token) {
             return;
         }
+        let Some((_, key)) = self.session_lookup.take() else {
+            return;
+        };
         let found = (status == 0)
             .then(|| host::grpc_response(size).ok())
             .flatten()
             .and_then(|bytes| <wire::Found as prost::Message>::decode(bytes.as_slice()).ok());
         match found {
-            Some(f) if f.json.is_empty() => {
-                self.reply(Some(&config.routes.default), &plan::session_not_found());
-            }
-            Some(f) => self.send_session(&f.json),
+            Some(f) if !f.json.is_empty() => self.send_session(&f.json),
+            Some(_) => self.answer_from_table(&config, &key),
             None => {
                 log::warn!(
                     "#{} session store did not answer (gRPC status {status})",
                     self.id
                 );
-                self.answer_from_table(&config, &id);
+                self.answer_from_table(&config, &key);
             }
         }
     }
-}
-
-/// `,"diagnostics":{"previous_message_id":…}` before the body's closing brace: the previous
-/// response id of the same agent, or `null` on its first turn (which opts in).
-fn diagnostics_edit(root_close: usize, previous: Option<&str>) -> Edit {
-    let mut bytes = br#","diagnostics":{"previous_message_id":"#.to_vec();
-    match previous {
-        Some(id) => crate::json::write_string(&mut bytes, id),
-        None => bytes.extend_from_slice(b"null"),
-    }
-    bytes.push(b'}');
-    Edit::insert(root_close, bytes)
 }

@@ -88,7 +88,7 @@ pub struct Http {
     /// The shared queue of turns for the rate-limit service's session store (global limits).
     sessions_queue: Option<u32>,
     /// A session lookup sent to that store: its call token, and the session it asks for.
-    session_lookup: Option<(u32, String)>,
+    session_lookup: Option<(u32, crate::sessions::wire::Key)>,
 }
 
 impl Http {
@@ -212,7 +212,10 @@ impl Http {
             return true;
         }
         // A vendor's dialect cannot take the client's body as it is.
-        let needed = plan.new_body.is_some() || plan.edits.len() > plan.cache.edits.len();
+        // Markers and the diagnostics field are optional: without them the request still goes.
+        let optional = plan.cache.edits.len()
+            + usize::from(self.seen.turn.as_ref().is_some_and(|(_, i)| i.asked));
+        let needed = plan.new_body.is_some() || plan.edits.len() > optional;
         match effects::write_body(self.id, body, &plan.edits, plan.new_body.as_deref()) {
             Ok(length) => self.set_request_header("content-length", &length.to_string()),
             Err(WriteError::Untouched) if !needed => return true,
