@@ -15,7 +15,11 @@
 #[allow(dead_code)]
 mod bodies;
 
+use claude_gateway::keys::{SharedStore, Write};
+use claude_gateway::sessions::{self, Caller, Outcome, table};
 use claude_gateway::{config, eventstream, json, plan, request, splice, sse, usage};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -134,12 +138,22 @@ fn main() {
         format!("{} KiB", frames.len() >> 10),
         answer.len()
     );
+    // One session turn as the filter runs it (the store in memory here, Envoy's shared data
+    // there): the record looked up, the prefix compared, the diagnostics edit, the turn added.
+    let mut turns = Vec::new();
+    for (label, size) in [("1 KiB", 0), ("512 KiB", 512 << 10)] {
+        let body = bodies::claude_code("claude-opus-4-8", false, size);
+        let us = session_turn_us(&body);
+        println!("{label:>10} {us:>14.1} µs  session turn (lookup, fingerprint, update)");
+        turns.push(format!(r#"{{"body":"{label}","session_turn_us":{us:.2}}}"#));
+    }
     // The summary (`benches/summary.py`) reads this line; `wasm32-wasip1` has no file system here.
     println!(
-        r#"JSON {{"requests":[{}],"sse_mbs":{sse:.0},"sse_bytes":{},"eventstream_mbs":{es:.0},"eventstream_bytes":{},"detector_mbs":{detect:.0}}}"#,
+        r#"JSON {{"requests":[{}],"sse_mbs":{sse:.0},"sse_bytes":{},"eventstream_mbs":{es:.0},"eventstream_bytes":{},"detector_mbs":{detect:.0},"session_turns":[{}]}}"#,
         rows.join(","),
         stream.len(),
-        frames.len()
+        frames.len(),
+        turns.join(",")
     );
 }
 
@@ -179,4 +193,68 @@ fn transcode(frames: &[u8]) {
     t.finish(&mut out);
     assert!(t.failure().is_none() && t.metrics().is_some());
     black_box(out);
+}
+
+/// Shared data in memory, with Envoy's compare-and-swap.
+#[derive(Default)]
+struct Memory(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl SharedStore for Memory {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.0.borrow().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Write {
+        let mut map = self.0.borrow_mut();
+        let version = map.get(key).map_or(0, |e| e.1);
+        if cas != 0 && cas != version {
+            return Write::Conflict;
+        }
+        map.insert(key.to_owned(), (value.to_vec(), version + 1));
+        Write::Done
+    }
+}
+
+/// µs per session turn over `body` (best of 5 rounds).
+#[inline(never)]
+fn session_turn_us(body: &[u8]) -> f64 {
+    let facts = request::inspect(body, true).unwrap();
+    let store = Memory::default();
+    let caller = Caller {
+        session: "f25958b8-e75c-455d-8b40-f006d87cc2a4".into(),
+        owner: "k:0123456789abcdef0123456789abcdef".into(),
+        agent: None,
+        parent: None,
+    };
+    let mut i = 0u64;
+    // `throughput` with 1,000,000 "bytes" per call: its MB/s are turns per second.
+    let per_second = throughput(1_000_000, Duration::from_millis(500), || {
+        i += 1;
+        let record = table::load(&store, &caller.owner, &caller.session, 2048);
+        let (insight, edit) = sessions::begin(
+            record.as_ref(),
+            None,
+            body,
+            &facts,
+            &mut std::iter::empty(),
+            true,
+            true,
+        );
+        black_box(edit);
+        let tokens = usage::Tokens {
+            input: 10,
+            cache_read: 5000,
+            ..usage::Tokens::default()
+        };
+        let o = Outcome {
+            model: Some("claude-opus-4-8"),
+            tokens,
+            cost_micro_usd: 100,
+            now_ms: i,
+            miss_reason: None,
+            turn: Some(insight.turn(Some("msg_01XyZ"), &tokens, i)),
+        };
+        table::record(&store, &caller, &o, 2048);
+    });
+    1e6 / per_second
 }

@@ -63,8 +63,15 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 7] = [
-    "bare", "floor", "floor_rw", "off", "default", "audited", "on",
+const MODES: [&str; 8] = [
+    "bare",
+    "floor",
+    "floor_rw",
+    "off",
+    "sessionless",
+    "default",
+    "audited",
+    "on",
 ];
 
 /// Everything on: cache injection, a route with a model rewrite, a virtual key swapped for a
@@ -91,6 +98,7 @@ fn on_config() -> String {
 fn off_config() -> String {
     json!({
         "cache": {"enabled": false}, "usage": {"enabled": false}, "audit": {"enabled": false},
+        "sessions": {"enabled": false},
         "default_route": {"name": "plain", "cluster": "plain"},
     })
     .to_string()
@@ -113,6 +121,12 @@ fn default_config() -> String {
     json!({"default_route": {"name": "plain", "cluster": "plain"}}).to_string()
 }
 
+/// The defaults without sessions: what per-session totals, diagnostics and verdicts cost.
+fn sessionless_config() -> String {
+    json!({"default_route": {"name": "plain", "cluster": "plain"}, "sessions": {"enabled": false}})
+        .to_string()
+}
+
 /// The defaults with secrets audited: what the detector costs.
 fn audited_config() -> String {
     json!({"default_route": {"name": "plain", "cluster": "plain"}, "secrets": {"enabled": true}})
@@ -130,6 +144,7 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .add_cluster("plain", "127.0.0.1", upstream);
     b.add_bare_listener("mode-bare", "plain")
         .and_then(|b| b.add_configured_listener("mode-off", &off_config()))
+        .and_then(|b| b.add_configured_listener("mode-sessionless", &sessionless_config()))
         .and_then(|b| b.add_configured_listener("mode-default", &default_config()))
         .and_then(|b| b.add_configured_listener("mode-audited", &audited_config()))
         .and_then(|b| b.add_module_listener("mode-floor", &floor_module(), ""))

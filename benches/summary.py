@@ -14,6 +14,9 @@ TARGETS = [
     ("CPU/request on, 50 KiB", lambda g: row(g, "50 KiB")["ratio_on"], 1.2, True),
     # Auditing secrets would be on by default if it added at most 10% (issue 18).
     ("CPU added by the secret audit, 512 KiB", lambda g: added(g, "512 KiB"), 0.10, True),
+    # Per-session totals, diagnostics and verdicts are on by default: they must stay cheap (issue 19).
+    ("CPU added by sessions, 1 KiB", lambda g: sessions_added(g, "1 KiB"), 0.10, True),
+    ("CPU added by sessions, 512 KiB", lambda g: sessions_added(g, "512 KiB"), 0.10, True),
     ("CPU/request on, 512 KiB", lambda g: row(g, "512 KiB")["ratio_on"], 1.3, True),
     # The detector rides on the scanner's pass: the two together (V8, core benchmark).
     ("V8 inspection + secret detection, 512 KiB (MB/s)", None, 2000, False),
@@ -32,6 +35,12 @@ def added(g, body):
     """CPU per request the secret detector adds to the default configuration."""
     r = row(g, body)
     return r["audited_cpu_us"] / r["default_cpu_us"] - 1
+
+
+def sessions_added(g, body):
+    """CPU per request sessions add to the default configuration (default vs sessionless)."""
+    r = row(g, body)
+    return r["default_cpu_us"] / r["sessionless_cpu_us"] - 1
 
 
 def core(path: Path):
@@ -54,13 +63,15 @@ def main(d: Path):
     print("the request and copies its body into the VM (benches/floor); floor rw = the same filter also writing")
     print("the body back as a marker injected near its end requires; off / default / on = the gateway with")
     print("every feature off / its default configuration (injection, usage, audit) / everything on (secrets")
-    print("audited too); audited = the default configuration with secrets audited.")
-    print("\n| body | bare µs | floor µs | floor rw µs | off µs | default µs | audited µs | on µs | secret audit adds "
-          "| floor | floor rw | off | default | on | p50 ms bare / on | p99 ms bare / on |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("audited too); sessionless = the default without sessions; audited = the default configuration with")
+    print("secrets audited.")
+    print("\n| body | bare µs | floor µs | floor rw µs | off µs | sessionless µs | default µs | audited µs | on µs "
+          "| sessions add | secret audit adds | floor | floor rw | off | default | on | p50 ms bare / on | p99 ms bare / on |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for g in gw["cpu"]:
         print(f"| {g['body']} | {g['bare_cpu_us']:.0f} | {g['floor_cpu_us']:.0f} | {g['floor_rw_cpu_us']:.0f} | {g['off_cpu_us']:.0f} "
-              f"| {g['default_cpu_us']:.0f} | {g['audited_cpu_us']:.0f} | {g['on_cpu_us']:.0f} "
+              f"| {g['sessionless_cpu_us']:.0f} | {g['default_cpu_us']:.0f} | {g['audited_cpu_us']:.0f} | {g['on_cpu_us']:.0f} "
+              f"| {100 * (g['default_cpu_us'] / g['sessionless_cpu_us'] - 1):+.1f}% "
               f"| {100 * (g['audited_cpu_us'] / g['default_cpu_us'] - 1):+.1f}% | {g['ratio_floor']:.2f}x | {g['ratio_floor_rw']:.2f}x "
               f"| {g['ratio_off']:.2f}x | {g['ratio_default']:.2f}x | {g['ratio_on']:.2f}x "
               f"| {g['bare_p50_ms']:.2f} / {g['on_p50_ms']:.2f} | {g['bare_p99_ms']:.2f} / {g['on_p99_ms']:.2f} |")

@@ -4,7 +4,7 @@
 //! session as `GET /v1/gateway/sessions/{id}` does (empty: not found).
 //!
 //! One Redis hash per session, `claude_gateway:session:{owner}:{session}` = {`v`: version,
-//! `j`: the record's JSON}, expiring `ttl` after its last turn. An update reads both, adds the
+//! `j`: the record, `Session::encode`}, expiring `ttl` after its last turn. An update reads both, adds the
 //! turn in Rust (`Session::add`, the filter's own bounded merge) and writes back with a
 //! compare-and-set script (written only if `v` is unchanged, which bumps it), up to
 //! [`ATTEMPTS`] times: atomic across replicas over a multiplexed connection (no WATCH).
@@ -145,7 +145,7 @@ fn turn_key(t: &Turn) -> Result<String, &'static str> {
 
 /// Where session records live: Redis, or the unit tests' stand-in.
 trait Records {
-    /// The record's version (0: none) and JSON.
+    /// The record's version (0: none) and its encoding.
     fn read(
         &mut self,
         key: &str,

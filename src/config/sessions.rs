@@ -3,7 +3,7 @@
 use super::{ConfigError, error};
 use serde::Deserialize;
 
-/// Bounds on `max_sessions`: the table's records are 22.9 KiB each at most.
+/// Bounds on `max_sessions`: the table's records are 13.5 KiB each at most.
 const MAX_SESSIONS_LIMIT: usize = 1 << 20;
 
 #[derive(Deserialize, Debug)]

@@ -1,8 +1,9 @@
 //! The sessions' bounded table in shared data. Envoy's shared data cannot delete a key, so the
 //! table is a fixed set of slots: a session hashes to a set of [`WAYS`] slots, and a new session
 //! takes an empty slot of its set or evicts the one used least recently (LRU within its set).
-//! At most `max_sessions` records exist; each is a few hundred bytes to a few KiB (bounded by
-//! the record's own limits).
+//! At most `max_sessions` records exist (each bounded by the record's own limits). Each host
+//! call costs microseconds, so a session's slots are probed from the way its hash prefers (where
+//! a new session goes first when it can): a known session is one read away.
 
 use super::{Caller, Outcome, Session};
 use crate::keys::{SharedStore, Write};
@@ -12,39 +13,29 @@ pub const WAYS: usize = 4;
 /// Read-modify-write attempts before giving up on an update (another worker kept writing).
 const ATTEMPTS: usize = 8;
 
-fn sets(max_sessions: usize) -> usize {
-    (max_sessions / WAYS).max(1)
-}
-
 /// FNV-1a of owner and id: stable across workers and restarts, unlike a seeded hasher; with
 /// the owner in it, a caller cannot aim other sessions' set at will.
-fn set_of(owner: &str, id: &str, max_sessions: usize) -> usize {
+fn hash(owner: &str, id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in owner.bytes().chain([b'/']).chain(id.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    (h % sets(max_sessions) as u64) as usize
+    h
 }
 
-fn slot_key(set: usize, way: usize) -> String {
-    format!("claude_gateway.session.{set}.{way}")
+/// The session's slot keys, its preferred way first.
+fn keys(owner: &str, id: &str, max_sessions: usize) -> [String; WAYS] {
+    let h = hash(owner, id);
+    let sets = (max_sessions / WAYS).max(1) as u64;
+    let (set, first) = (h % sets, (h >> 32) as usize % WAYS);
+    std::array::from_fn(|i| format!("claude_gateway.session.{set}.{}", (first + i) % WAYS))
 }
 
-/// The slots of a session's set: key, record (if it decodes), version.
-fn slots(
-    store: &dyn SharedStore,
-    owner: &str,
-    id: &str,
-    max_sessions: usize,
-) -> Vec<(String, Option<Session>, u32)> {
-    let set = set_of(owner, id, max_sessions);
-    (0..WAYS)
-        .map(|way| {
-            let key = slot_key(set, way);
-            let (value, cas) = store.get(&key).unwrap_or_default();
-            (key, Session::decode(&value), cas)
-        })
-        .collect()
+/// Whether a stored record is this session's, without decoding it: the encoding starts with
+/// the id and the owner (`Session`'s first fields).
+fn holds(bytes: &[u8], owner: &str, id: &str) -> bool {
+    let prefix = postcard::to_allocvec(&(id, owner)).unwrap_or_default();
+    !prefix.is_empty() && bytes.starts_with(&prefix)
 }
 
 /// The session's record, if the table still holds it and `owner` made it: a record is found
@@ -55,44 +46,56 @@ pub fn load(
     id: &str,
     max_sessions: usize,
 ) -> Option<Session> {
-    slots(store, owner, id, max_sessions)
-        .into_iter()
-        .find_map(|(_, s, _)| s.filter(|s| s.id == id && s.owner == owner))
+    keys(owner, id, max_sessions).iter().find_map(|key| {
+        let (bytes, _) = store.get(key)?;
+        holds(&bytes, owner, id)
+            .then(|| Session::decode(&bytes))
+            .flatten()
+    })
 }
 
 /// Adds a finished request to its session, creating the record (and evicting the set's least
 /// recently used one) if needed. False if the store kept refusing the write.
 pub fn record(store: &dyn SharedStore, caller: &Caller, o: &Outcome, max_sessions: usize) -> bool {
+    let keys = keys(&caller.owner, &caller.session, max_sessions);
     for _ in 0..ATTEMPTS {
-        let slots = slots(store, &caller.owner, &caller.session, max_sessions);
-        let mine = slots.iter().position(|(_, s, _)| {
-            s.as_ref()
-                .is_some_and(|s| s.id == caller.session && s.owner == caller.owner)
-        });
-        // Else an empty slot, else the least recently used.
-        let target = mine.or_else(|| {
-            slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, s, _))| s.as_ref().map_or(0, |s| s.last_ms.saturating_add(1)))
-                .map(|(i, _)| i)
-        });
-        let Some((key, current, cas)) = target.and_then(|i| slots.get(i)) else {
-            return false;
+        let (key, current, cas) = match slot_for(store, &keys, caller) {
+            Some(found) => found,
+            None => return false,
         };
-        let mut session = match (mine, current) {
-            (Some(_), Some(s)) => s.clone(),
-            _ => Session::new(caller, o.now_ms),
-        };
+        let mut session = current.unwrap_or_else(|| Session::new(caller, o.now_ms));
         session.add(caller, o);
         // Compare-and-swap on the slot's version; a slot never written has none (0 writes
         // unconditionally), so two workers claiming the same empty slot at once may lose one
         // request's counts (a session's first requests rarely race).
-        match store.set(key, &session.encode(), *cas) {
+        match store.set(key, &session.encode(), cas) {
             Write::Done => return true,
             Write::Conflict => continue,
             Write::Failed => return false,
         }
     }
     false
+}
+
+/// The slot to write: the session's own (with its record and version), else an empty one,
+/// else the least recently used of the set (evicted: no record).
+fn slot_for<'k>(
+    store: &dyn SharedStore,
+    keys: &'k [String; WAYS],
+    caller: &Caller,
+) -> Option<(&'k String, Option<Session>, u32)> {
+    let mut others = Vec::with_capacity(WAYS);
+    for key in keys {
+        let (bytes, cas) = store.get(key).unwrap_or_default();
+        if holds(&bytes, &caller.owner, &caller.session) {
+            if let Some(s) = Session::decode(&bytes) {
+                return Some((key, Some(s), cas));
+            }
+        }
+        // An empty slot sorts first, then the least recently used.
+        let last = Session::decode(&bytes).map_or(0, |s| s.last_ms.saturating_add(1));
+        others.push((key, last, cas));
+    }
+    let (key, _, cas) = others.into_iter().min_by_key(|(_, last, _)| *last)?;
+    Some((key, None, cas))
 }

@@ -434,5 +434,5 @@ fn a_record_at_every_bound_stays_small() {
     }
     let size = s.encode().len();
     println!("a record at every bound: {size} bytes");
-    assert!(size < 24 << 10, "{size}");
+    assert!(size < 14 << 10, "{size}");
 }

@@ -25,10 +25,7 @@ impl Http {
     /// Virtual keys: authenticates the client, checks its limits and budgets, and swaps its
     /// credential for a pool key. `Err` is the refusal to send.
     pub(super) fn admit(&mut self, config: &Config, route: &Route) -> Result<Vec<HeaderOp>, Reply> {
-        let session = session::session_id(
-            self.seen.session_header.as_deref(),
-            self.seen.user_id.as_deref(),
-        );
+        let session = self.session();
         let now = effects::now_ms();
         let consumer = self.identify(config, route)?;
         let mut ops = Vec::new();
@@ -87,6 +84,20 @@ impl Http {
         access::identify(config, route, &presented, claims.as_ref())
     }
 
+    /// The request's session (the header, else `metadata.user_id`), read once: the body's
+    /// `user_id` is known by the time anything asks.
+    pub(super) fn session(&mut self) -> Option<String> {
+        if let Some(s) = &self.seen.session {
+            return s.clone();
+        }
+        let s = session::session_id(
+            self.seen.session_header.as_deref(),
+            self.seen.user_id.as_deref(),
+        );
+        self.seen.session = Some(s.clone());
+        s
+    }
+
     /// The credentials the client presented (`x-api-key`, a bearer token).
     pub(super) fn presented(&mut self) -> Vec<String> {
         let x_api_key = self.cached_header("x-api-key");
@@ -126,10 +137,7 @@ impl Http {
         if pool.is_none() && route.failover.is_empty() {
             return Vec::new();
         }
-        let session = session::session_id(
-            self.seen.session_header.as_deref(),
-            self.seen.user_id.as_deref(),
-        );
+        let session = self.session();
         let h = Handoff {
             route: route.name.clone(),
             pool: pool.map(|(p, k)| (p.name.clone(), k)),

@@ -40,10 +40,7 @@ impl Http {
 
     /// The session and agent of a Messages request, once it is admitted.
     fn session_caller(&mut self, config: &Config) -> Option<Caller> {
-        let id = session::session_id(
-            self.seen.session_header.as_deref(),
-            self.seen.user_id.as_deref(),
-        )?;
+        let id = self.session()?;
         let valid = |v: Option<String>| v.as_deref().and_then(session::valid).map(str::to_owned);
         self.seen.agent = valid(self.cached_header("x-claude-code-agent-id"));
         self.seen.parent_agent = valid(self.cached_header("x-claude-code-parent-agent-id"));

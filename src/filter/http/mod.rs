@@ -65,6 +65,8 @@ struct Seen {
     /// Claude Code's agent headers, validated.
     agent: Option<String>,
     parent_agent: Option<String>,
+    /// The session id, once read (`Http::session`).
+    session: Option<Option<String>>,
     /// The session turn this request is (sessions on, a session known).
     turn: Option<(crate::sessions::Caller, crate::sessions::Insight)>,
 }
