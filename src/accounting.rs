@@ -8,7 +8,6 @@ use crate::dialect::Dialect;
 use crate::keys::Consumer;
 use crate::metrics::{self, Labels, Metric};
 use crate::request::{BodyIssue, Endpoint};
-use crate::session;
 use crate::sessions;
 use crate::usage::{Extraction, Tokens};
 
@@ -21,8 +20,8 @@ pub struct Finished<'a> {
     pub path: &'a str,
     pub request_model: Option<&'a str>,
     pub stream: Option<bool>,
-    pub user_id: Option<&'a str>,
-    pub session_header: Option<&'a str>,
+    /// The session (`session::session_id` of the header and `metadata.user_id`).
+    pub session: Option<&'a str>,
     pub body_issue: Option<BodyIssue>,
     /// The error type of a reply the gateway sent itself.
     pub local_error: Option<&'static str>,
@@ -195,7 +194,7 @@ pub fn account(config: &Config, f: &Finished) -> (Updates, Record) {
     let record = Record {
         timestamp: crate::time::rfc3339(f.start_ns),
         request_id: f.request_id.clone(),
-        session_id: session::session_id(f.session_header, f.user_id),
+        session_id: f.session.map(str::to_owned),
         provider: f.dialect.unwrap_or(Dialect::Anthropic).provider(),
         operation: f.endpoint.map(|e| match e {
             Endpoint::Messages => "chat",

@@ -26,6 +26,7 @@ pub mod session;
 pub mod sessions;
 pub mod splice;
 pub mod sse;
+pub mod text;
 pub mod time;
 pub mod tools;
 pub mod usage;

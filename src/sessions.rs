@@ -4,8 +4,9 @@
 //! response id (for Anthropic's cache diagnostics) and a fingerprint of the prompt prefix (for
 //! the gateway's own verdict). Per model too, because a client's side requests in the same
 //! session (Claude Code's titles and summaries on a small model, without an agent id) are no
-//! turn of the conversation: compared with it, every turn would look like a miss. Records live in Envoy's shared data in a bounded table (`table`); this module
-//! is the pure part: the record, its update, the verdict.
+//! turn of the conversation: compared with it, every turn would look like a miss. Records live
+//! in Envoy's shared data in a bounded table (`table`); this module is the pure part: the
+//! record, its update, the verdict.
 
 pub mod prefix;
 pub mod table;
@@ -31,40 +32,22 @@ const MAX_MODEL_LEN: usize = 128;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub requests: u64,
-    pub input_tokens: u64,
-    pub cache_write_5m_input_tokens: u64,
-    pub cache_write_1h_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub output_tokens: u64,
+    pub tokens: Tokens,
     pub cost_micro_usd: u64,
 }
 
 impl Totals {
     fn add(&mut self, t: &Tokens, cost: u64) {
         self.requests += 1;
-        for (slot, n) in [
-            (&mut self.input_tokens, t.input),
-            (&mut self.cache_write_5m_input_tokens, t.cache_write_5m),
-            (&mut self.cache_write_1h_input_tokens, t.cache_write_1h),
-            (&mut self.cache_read_input_tokens, t.cache_read),
-            (&mut self.output_tokens, t.output),
-            (&mut self.cost_micro_usd, cost),
-        ] {
-            *slot = slot.saturating_add(n);
-        }
+        self.tokens.add(t);
+        self.cost_micro_usd = self.cost_micro_usd.saturating_add(cost);
     }
 
     /// Share of prompt tokens read from the cache (0 with no prompt tokens).
     pub fn cache_hit_ratio(&self) -> f64 {
-        let prompt = self
-            .input_tokens
-            .saturating_add(self.cache_write_5m_input_tokens)
-            .saturating_add(self.cache_write_1h_input_tokens)
-            .saturating_add(self.cache_read_input_tokens);
-        if prompt == 0 {
-            0.0
-        } else {
-            self.cache_read_input_tokens as f64 / prompt as f64
+        match self.tokens.prompt() {
+            0 => 0.0,
+            prompt => self.tokens.cache_read as f64 / prompt as f64,
         }
     }
 }
@@ -173,7 +156,7 @@ pub fn begin(
     prefix_check: bool,
     ask: bool,
 ) -> (Insight, Option<Edit>) {
-    let model: String = bounded(&facts.model);
+    let model = crate::text::cap(facts.model.clone(), MAX_MODEL_LEN);
     let previous = record
         .and_then(|r| r.agent(agent))
         .and_then(|a| a.turn(&model))
@@ -227,14 +210,6 @@ pub fn diagnostics_edit(body: &[u8], previous: Option<&str>) -> Option<Edit> {
     Some(Edit::insert(open + 1, bytes))
 }
 
-fn bounded(s: &str) -> String {
-    let mut end = s.len().min(MAX_MODEL_LEN);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default().to_owned()
-}
-
 impl Insight {
     /// The turn the next request of this agent on this model compares itself to.
     pub fn turn(&self, message_id: Option<&str>, tokens: &Tokens, end_ms: u64) -> Turn {
@@ -245,10 +220,7 @@ impl Insight {
                 .and_then(crate::session::valid)
                 .map(str::to_owned),
             print: self.print,
-            cached: tokens
-                .cache_read
-                .saturating_add(tokens.cache_write_5m)
-                .saturating_add(tokens.cache_write_1h),
+            cached: tokens.prompt().saturating_sub(tokens.input),
             ttl_s: self.ttl_s,
         }
     }
@@ -432,11 +404,11 @@ impl Session {
 fn totals_json(t: &Totals) -> serde_json::Value {
     serde_json::json!({
         "requests": t.requests,
-        "input_tokens": t.input_tokens,
-        "cache_write_5m_input_tokens": t.cache_write_5m_input_tokens,
-        "cache_write_1h_input_tokens": t.cache_write_1h_input_tokens,
-        "cache_read_input_tokens": t.cache_read_input_tokens,
-        "output_tokens": t.output_tokens,
+        "input_tokens": t.tokens.input,
+        "cache_write_5m_input_tokens": t.tokens.cache_write_5m,
+        "cache_write_1h_input_tokens": t.tokens.cache_write_1h,
+        "cache_read_input_tokens": t.tokens.cache_read,
+        "output_tokens": t.tokens.output,
         "cost_micro_usd": t.cost_micro_usd,
         "cost_usd": t.cost_micro_usd as f64 / 1e6,
         "cache_hit_ratio": (t.cache_hit_ratio() * 10_000.0).round() / 10_000.0,

@@ -456,7 +456,7 @@ impl Block {
 
     fn name_in(&self, buf: &[u8]) -> String {
         let name = self.name.and_then(|n| n.decode(buf));
-        cap(name.unwrap_or_else(|| "unknown".to_owned()), MAX_NAME)
+        crate::text::cap(name.unwrap_or_else(|| "unknown".to_owned()), MAX_NAME)
     }
 }
 
@@ -513,18 +513,6 @@ fn read_start(data: &[u8]) -> Option<(usize, Block)> {
         }
     }
     Some((index?, block?))
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-fn cap(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::sse::Event;
 use serde::Deserialize;
 
 /// The five token buckets a request is billed by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Tokens {
     /// Uncached input (after the last breakpoint).
     pub input: u64,
@@ -20,6 +20,19 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Adds another request's counts (saturating: the counts come from the upstream).
+    pub fn add(&mut self, o: &Tokens) {
+        for (slot, n) in [
+            (&mut self.input, o.input),
+            (&mut self.cache_write_5m, o.cache_write_5m),
+            (&mut self.cache_write_1h, o.cache_write_1h),
+            (&mut self.cache_read, o.cache_read),
+            (&mut self.output, o.output),
+        ] {
+            *slot = slot.saturating_add(n);
+        }
+    }
+
     /// Every prompt token, however it was billed.
     pub fn prompt(&self) -> u64 {
         // Saturating: the counts come from the upstream, which may report anything.
@@ -219,16 +232,7 @@ pub struct Extraction {
 
 /// Caps a string taken from a response (ids, model names, error types) to a sane length.
 fn short(s: Option<String>) -> Option<String> {
-    s.map(|mut s| {
-        if s.len() > 128 {
-            let mut end = 128;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
-        s
-    })
+    s.map(|s| crate::text::cap(s, 128))
 }
 
 impl Extraction {

@@ -30,7 +30,7 @@ fn finished<'a>(x: &'a Extraction) -> Finished<'a> {
         path: "/v1/messages?beta=true",
         request_model: Some("claude-sonnet-4-5"),
         stream: Some(true),
-        user_id: Some("user_x_account__session_s-1"),
+        session: Some("s-1"),
         route: Some("anthropic"),
         extraction: Some(x),
         response_ended: true,

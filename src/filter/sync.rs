@@ -9,6 +9,7 @@ use super::stats::Stats;
 use crate::config::GlobalLimits;
 use crate::metrics;
 use crate::sessions::wire;
+use prost::Message;
 use proxy_wasm::traits::Context;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ impl Sync {
 
 /// Queues a finished turn for the service (from a request's context).
 pub fn send(queue: u32, turn: &wire::Turn) {
-    if let Err(e) = host::enqueue(queue, &wire::encode(turn)) {
+    if let Err(e) = host::enqueue(queue, &turn.encode_to_vec()) {
         log::warn!("sessions: {e}");
     }
 }

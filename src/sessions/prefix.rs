@@ -49,13 +49,11 @@ pub fn compare(
     facts: &BodyFacts,
     previous: Option<&Fingerprint>,
 ) -> (Fingerprint, Option<Section>) {
-    let messages = facts.member(body, "messages").map(|(_, s)| s);
-    let cut = match (messages, &facts.layout.last_turn) {
-        (Some(m), Some((user, _))) => user.saturating_sub(m.start),
-        _ => 0,
+    let messages = facts.member(body, "messages").map(|(_, s)| s.start);
+    let head = match (messages, &facts.layout.last_turn) {
+        (Some(start), Some((user, _))) => body.get(start..*user).unwrap_or_default(),
+        _ => &[],
     };
-    let all = member(body, facts, "messages");
-    let head = all.get(..cut).unwrap_or(all);
     let mut print = Fingerprint {
         tools: xxh3_64(member(body, facts, "tools")),
         system: xxh3_64(member(body, facts, "system")),

@@ -42,7 +42,7 @@ fn totals_add_up_per_session_model_and_agent() {
     let s = table::load(&store, "c:alice", "s1", 64).unwrap();
     assert_eq!(s.totals.requests, 4);
     assert_eq!(s.totals.cost_micro_usd, 275);
-    assert_eq!(s.totals.cache_read_input_tokens, 1000);
+    assert_eq!(s.totals.tokens.cache_read, 1000);
     assert_eq!(s.models.len(), 1);
     assert_eq!(s.agent(None).unwrap().totals.requests, 2);
     assert_eq!(s.agent(Some("a2")).unwrap().parent.as_deref(), Some("a1"));
@@ -259,7 +259,7 @@ fn a_turn_survives_the_wire() {
     let c = caller("s1", Some("a2"), Some("a1"));
     let mut o = outcome(42, 7, 99);
     o.miss_reason = Some("tools_changed");
-    let bytes = wire::encode(&wire::Turn::new(&c, &o));
+    let bytes = wire::Turn::new(&c, &o).encode_to_vec();
     let back = wire::Turn::decode(bytes.as_slice()).unwrap();
     let (c2, o2) = back.parts();
     assert_eq!(c2, c);
@@ -275,7 +275,7 @@ fn a_turn_survives_the_wire() {
     );
     let main = wire::Turn::new(&caller("s1", None, None), &outcome(1, 0, 1));
     assert_eq!(
-        wire::Turn::decode(wire::encode(&main).as_slice())
+        wire::Turn::decode(main.encode_to_vec().as_slice())
             .unwrap()
             .parts()
             .0

@@ -112,7 +112,3 @@ impl Turn {
         (caller, outcome)
     }
 }
-
-pub fn encode(m: &impl prost::Message) -> Vec<u8> {
-    m.encode_to_vec()
-}

@@ -7,8 +7,9 @@
 //! messages between the previous user message and the last one: memory stays constant however
 //! long the conversation is.
 
-use super::{Block, MAX_NAME, cap, read_block};
+use super::{Block, MAX_NAME, read_block};
 use crate::json::{self, Scanner};
+use crate::text::cap;
 use serde::Serialize;
 
 /// Distinct tools reported; results of any further tool are merged into `other`.

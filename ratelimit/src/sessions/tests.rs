@@ -182,7 +182,7 @@ async fn a_write_lost_to_another_replica_is_redone_on_its_record() {
     assert_eq!(redis.ttl_s, Some(3600));
     let s = redis.session().unwrap();
     assert_eq!(s.totals.requests, 4);
-    assert_eq!(s.totals.input_tokens, 40);
+    assert_eq!(s.totals.tokens.input, 40);
     assert_eq!(s.agent(None).unwrap().totals.requests, 1);
     assert_eq!(s.agent(Some("sub-1")).unwrap().totals.requests, 3);
     assert_eq!((s.owner.as_str(), s.id.as_str()), ("c:alice", "s"));

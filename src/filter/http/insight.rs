@@ -15,6 +15,7 @@ use crate::routing::Route;
 use crate::session;
 use crate::sessions::{self, Caller, Outcome, table, wire};
 use crate::usage::Tokens;
+use prost::Message;
 use proxy_wasm::traits::Context;
 use std::time::Duration;
 
@@ -154,7 +155,7 @@ impl Http {
                 wire::SERVICE,
                 wire::GET,
                 Vec::new(),
-                Some(&wire::encode(&key)),
+                Some(&key.encode_to_vec()),
                 Duration::from_millis(g.timeout_ms),
             );
             if let Ok(token) = sent {
@@ -200,7 +201,7 @@ impl Http {
         let found = (status == 0)
             .then(|| host::grpc_response(size).ok())
             .flatten()
-            .and_then(|bytes| <wire::Found as prost::Message>::decode(bytes.as_slice()).ok());
+            .and_then(|bytes| wire::Found::decode(bytes.as_slice()).ok());
         match found {
             Some(f) if !f.json.is_empty() => self.send_session(&f.json),
             Some(_) => self.answer_from_table(&config, &key),

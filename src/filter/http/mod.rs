@@ -281,6 +281,8 @@ impl Http {
                 self.seen.model = Some(facts.model.clone());
                 self.seen.stream = Some(facts.stream);
                 self.seen.user_id = facts.user_id.clone();
+                // The session may be in it (a body read after the headers went on).
+                self.seen.session = None;
             }
             Err(issue) => {
                 self.seen.body_issue = Some(*issue);

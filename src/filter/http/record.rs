@@ -118,6 +118,7 @@ impl Http {
             .flatten();
         let route = s_route(&config, self.seen.route.as_deref());
         let target = route.and_then(|r| r.target(self.seen.target.as_deref().unwrap_or(&r.name)));
+        let session = self.session();
         let s = &self.seen;
         let read = self.response.was_read();
         let finished = Finished {
@@ -126,8 +127,7 @@ impl Http {
             path: &s.path,
             request_model: s.model.as_deref(),
             stream: s.stream,
-            user_id: s.user_id.as_deref(),
-            session_header: s.session_header.as_deref(),
+            session: session.as_deref(),
             body_issue: s.body_issue,
             local_error: s.local_error,
             consumer: s.consumer.as_ref().and_then(|c| c.get(&config.consumers)),
