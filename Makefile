@@ -238,6 +238,24 @@ bench: build venv ## benchmarks: the core (native, V8) and the gateway next to b
 	RATELIMIT_BIN=$(abspath $(CARGO_OUT))/release/claude-gateway-ratelimit cargo bench --bench gateway
 	$(PYTHON) benches/summary.py target/bench
 
+# Where the time goes, 1 KiB requests, every mode of the gateway bench: Envoy's CPU split by
+# perf (the filter's compiled wasm, the Envoy binary with V8's runtime and the host side of every
+# call, the kernel), then a build with `--features profile` timing each callback, phase and host
+# call from inside the VM and counting allocations. Needs Linux perf (Debian: linux-perf).
+PROFILE_WASM := target/profile/$(WASM_TARGET)/release/claude_gateway.wasm
+
+.PHONY: profile
+profile: build venv ## the per-request profile of every bench mode (perf and the filter's own spans), target/bench/profile*.json
+	@command -v perf >/dev/null || { echo "profile: perf is missing: apt-get install linux-perf"; exit 1; }
+	@mkdir -p target/bench
+	cargo build --release --target $(WASM_TARGET) --manifest-path benches/floor/Cargo.toml --target-dir target/floor
+	cargo build --release --target $(WASM_TARGET) --lib --features profile --target-dir target/profile
+	@echo "== perf, the release build"
+	BENCH_PROFILE=all BENCH_PROFILE_OUT=profile-perf.json cargo bench --bench gateway
+	@echo "== spans, the profile build"
+	BENCH_PROFILE=all BENCH_PROFILE_OUT=profile-spans.json GATEWAY_WASM=$(abspath $(PROFILE_WASM)) \
+		cargo bench --bench gateway
+
 FUZZ_SECONDS ?= 60
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS := $(sort $(notdir $(basename $(wildcard fuzz/fuzz_targets/*.rs))))

@@ -5,6 +5,7 @@
 //! Memory the host returns was allocated through the SDK's `proxy_on_memory_allocate`, which
 //! hands out exactly-sized global-allocator blocks, so it is taken over as a `Vec<u8>`.
 
+use super::profile;
 use crate::header_pairs;
 use std::fmt;
 use std::ptr::{null, null_mut};
@@ -180,15 +181,23 @@ fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
 
 pub fn log(level: LogLevel, message: &str) -> HostResult<()> {
     // SAFETY: pointer and length describe a live string.
-    check("log", unsafe {
-        proxy_log(level as u32, message.as_ptr(), message.len())
-    })
+    check(
+        "log",
+        profile::host("log", || unsafe {
+            proxy_log(level as u32, message.as_ptr(), message.len())
+        }),
+    )
 }
 
 pub fn log_level() -> HostResult<LogLevel> {
     let mut level = 0u32;
     // SAFETY: `level` is a valid out-pointer.
-    check("get_log_level", unsafe { proxy_get_log_level(&mut level) })?;
+    check(
+        "get_log_level",
+        profile::host("get_log_level", || unsafe {
+            proxy_get_log_level(&mut level)
+        }),
+    )?;
     Ok(match level {
         0 => LogLevel::Trace,
         1 => LogLevel::Debug,
@@ -203,9 +212,12 @@ pub fn log_level() -> HostResult<LogLevel> {
 pub fn now_nanos() -> HostResult<u64> {
     let mut t = 0u64;
     // SAFETY: `t` is a valid out-pointer.
-    check("get_current_time", unsafe {
-        proxy_get_current_time_nanoseconds(&mut t)
-    })?;
+    check(
+        "get_current_time",
+        profile::host("get_current_time_nanoseconds", || unsafe {
+            proxy_get_current_time_nanoseconds(&mut t)
+        }),
+    )?;
     Ok(t)
 }
 
@@ -219,7 +231,9 @@ pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     let key = property_path(path);
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid key slice and out-pointers.
-    let status = unsafe { proxy_get_property(key.as_ptr(), key.len(), &mut data, &mut size) };
+    let status = profile::host("get_property", || unsafe {
+        proxy_get_property(key.as_ptr(), key.len(), &mut data, &mut size)
+    });
     match status {
         OK => Ok(take(data, size)),
         NOT_FOUND => Ok(None),
@@ -234,9 +248,12 @@ pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
 pub fn set_property(path: &[&str], value: &[u8]) -> HostResult<()> {
     let key = property_path(path);
     // SAFETY: valid key and value slices.
-    check("set_property", unsafe {
-        proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len())
-    })
+    check(
+        "set_property",
+        profile::host("set_property", || unsafe {
+            proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len())
+        }),
+    )
 }
 
 /// Every request header, in one host call (instead of one per name).
@@ -252,7 +269,9 @@ pub fn response_headers() -> HostResult<Vec<(String, String)>> {
 fn headers(map: u32) -> HostResult<Vec<(String, String)>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid out-pointers.
-    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    let status = profile::host("get_header_map_pairs", || unsafe {
+        proxy_get_header_map_pairs(map, &mut data, &mut size)
+    });
     check("get_header_map_pairs", status)?;
     Ok(take(data, size).map_or_else(Vec::new, |bytes| header_pairs::decode(&bytes)))
 }
@@ -260,8 +279,9 @@ fn headers(map: u32) -> HostResult<Vec<(String, String)>> {
 fn header(map: u32, name: &str) -> HostResult<Option<String>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid key slice and out-pointers.
-    let status =
-        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = profile::host("get_header_map_value", || unsafe {
+        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
+    });
     match status {
         OK => Ok(take(data, size).map(|v| String::from_utf8_lossy(&v).into_owned())),
         NOT_FOUND => Ok(None),
@@ -274,15 +294,26 @@ fn header(map: u32, name: &str) -> HostResult<Option<String>> {
 
 fn set_header(map: u32, name: &str, value: &str) -> HostResult<()> {
     // SAFETY: valid key and value slices.
-    check("replace_header", unsafe {
-        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
-    })
+    check(
+        "replace_header",
+        profile::host("replace_header_map_value", || unsafe {
+            proxy_replace_header_map_value(
+                map,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        }),
+    )
 }
 
 fn buffer(kind: u32, start: usize, max: usize) -> HostResult<Vec<u8>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid out-pointers.
-    let status = unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) };
+    let status = profile::host("get_buffer_bytes", || unsafe {
+        proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size)
+    });
     match status {
         OK => Ok(take(data, size).unwrap_or_default()),
         NOT_FOUND => Ok(Vec::new()),
@@ -308,9 +339,12 @@ pub fn request_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
 
 pub fn remove_request_header(name: &str) -> HostResult<()> {
     // SAFETY: valid key slice.
-    check("remove_header", unsafe {
-        proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len())
-    })
+    check(
+        "remove_header",
+        profile::host("remove_header_map_value", || unsafe {
+            proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len())
+        }),
+    )
 }
 
 /// Answers the request locally; `details` shows as Envoy's response code details.
@@ -322,18 +356,21 @@ pub fn send_local_response(
 ) -> HostResult<()> {
     let headers = header_pairs::encode(headers);
     // SAFETY: valid slices; -1 means "not a gRPC reply".
-    check("send_local_response", unsafe {
-        proxy_send_local_response(
-            status,
-            details.as_ptr(),
-            details.len(),
-            body.as_ptr(),
-            body.len(),
-            headers.as_ptr(),
-            headers.len(),
-            -1,
-        )
-    })
+    check(
+        "send_local_response",
+        profile::host("send_local_response", || unsafe {
+            proxy_send_local_response(
+                status,
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        }),
+    )
 }
 
 /// Reads a shared-data entry (shared by every VM with this `vm_id` in the process): its value
@@ -341,8 +378,9 @@ pub fn send_local_response(
 pub fn shared_get(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
     // SAFETY: valid key slice and out-pointers.
-    let status =
-        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    let status = profile::host("get_shared_data", || unsafe {
+        proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+    });
     match status {
         OK => Ok(Some((take(data, size).unwrap_or_default(), cas))),
         NOT_FOUND => Ok(None),
@@ -357,8 +395,9 @@ pub fn shared_get(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
 /// when another VM wrote first.
 pub fn shared_set(key: &str, value: &[u8], cas: u32) -> HostResult<bool> {
     // SAFETY: valid key and value slices.
-    let status =
-        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    let status = profile::host("set_shared_data", || unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    });
     match status {
         OK => Ok(true),
         CAS_MISMATCH => Ok(false),
@@ -375,9 +414,12 @@ pub fn set_response_header(name: &str, value: &str) -> HostResult<()> {
 
 pub fn remove_response_header(name: &str) -> HostResult<()> {
     // SAFETY: valid key slice.
-    check("remove_header", unsafe {
-        proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len())
-    })
+    check(
+        "remove_header",
+        profile::host("remove_header_map_value", || unsafe {
+            proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len())
+        }),
+    )
 }
 
 pub fn response_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
@@ -388,18 +430,24 @@ pub fn response_body(start: usize, len: usize) -> HostResult<Vec<u8>> {
 /// prefix (start 0) or appending, not arbitrary ranges.
 pub fn set_request_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()> {
     // SAFETY: valid data slice.
-    check("set_buffer", unsafe {
-        proxy_set_buffer_bytes(REQUEST_BODY, start, len, bytes.as_ptr(), bytes.len())
-    })
+    check(
+        "set_buffer",
+        profile::host("set_buffer_bytes", || unsafe {
+            proxy_set_buffer_bytes(REQUEST_BODY, start, len, bytes.as_ptr(), bytes.len())
+        }),
+    )
 }
 
 /// Replaces `len` bytes at `start` of the response body chunk being processed (0 and the
 /// chunk's size: the whole chunk).
 pub fn set_response_body(start: usize, len: usize, bytes: &[u8]) -> HostResult<()> {
     // SAFETY: valid data slice.
-    check("set_buffer", unsafe {
-        proxy_set_buffer_bytes(RESPONSE_BODY, start, len, bytes.as_ptr(), bytes.len())
-    })
+    check(
+        "set_buffer",
+        profile::host("set_buffer_bytes", || unsafe {
+            proxy_set_buffer_bytes(RESPONSE_BODY, start, len, bytes.as_ptr(), bytes.len())
+        }),
+    )
 }
 
 pub fn plugin_configuration() -> HostResult<Vec<u8>> {
@@ -412,9 +460,9 @@ pub fn clear_route_cache() -> HostResult<()> {
     let name = "clear_route_cache";
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid name slice, no arguments, valid out-pointers.
-    let status = unsafe {
+    let status = profile::host("call_foreign_function", || unsafe {
         proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size)
-    };
+    });
     drop(take(data, size));
     check("clear_route_cache", status)
 }
@@ -422,31 +470,45 @@ pub fn clear_route_cache() -> HostResult<()> {
 pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
     let mut id = 0u32;
     // SAFETY: valid name slice and out-pointer.
-    check("define_metric", unsafe {
-        proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)
-    })?;
+    check(
+        "define_metric",
+        profile::host("define_metric", || unsafe {
+            proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)
+        }),
+    )?;
     Ok(id)
 }
 
 /// Records a histogram value.
 pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
     // SAFETY: plain values.
-    check("record_metric", unsafe { proxy_record_metric(id, value) })
+    check(
+        "record_metric",
+        profile::host("record_metric", || unsafe {
+            proxy_record_metric(id, value)
+        }),
+    )
 }
 
 pub fn increment_metric(id: u32, delta: i64) -> HostResult<()> {
     // SAFETY: plain values.
-    check("increment_metric", unsafe {
-        proxy_increment_metric(id, delta)
-    })
+    check(
+        "increment_metric",
+        profile::host("increment_metric", || unsafe {
+            proxy_increment_metric(id, delta)
+        }),
+    )
 }
 
 /// Asks Envoy to call the root context's `on_tick` every `millis` milliseconds.
 pub fn set_tick_period(millis: u32) -> HostResult<()> {
     // SAFETY: a plain value.
-    check("set_tick_period", unsafe {
-        proxy_set_tick_period_milliseconds(millis)
-    })
+    check(
+        "set_tick_period",
+        profile::host("set_tick_period_milliseconds", || unsafe {
+            proxy_set_tick_period_milliseconds(millis)
+        }),
+    )
 }
 
 /// Registers this root context as the reader of the shared queue `name` (created if needed;
@@ -454,24 +516,32 @@ pub fn set_tick_period(millis: u32) -> HostResult<()> {
 pub fn register_queue(name: &str) -> HostResult<u32> {
     let mut id = 0u32;
     // SAFETY: valid name slice and out-pointer.
-    check("register_shared_queue", unsafe {
-        proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id)
-    })?;
+    check(
+        "register_shared_queue",
+        profile::host("register_shared_queue", || unsafe {
+            proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id)
+        }),
+    )?;
     Ok(id)
 }
 
 pub fn enqueue(queue: u32, value: &[u8]) -> HostResult<()> {
     // SAFETY: valid value slice.
-    check("enqueue_shared_queue", unsafe {
-        proxy_enqueue_shared_queue(queue, value.as_ptr(), value.len())
-    })
+    check(
+        "enqueue_shared_queue",
+        profile::host("enqueue_shared_queue", || unsafe {
+            proxy_enqueue_shared_queue(queue, value.as_ptr(), value.len())
+        }),
+    )
 }
 
 /// The next item of a shared queue, `None` when it is empty.
 pub fn dequeue(queue: u32) -> HostResult<Option<Vec<u8>>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: valid out-pointers.
-    match unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) } {
+    match profile::host("dequeue_shared_queue", || unsafe {
+        proxy_dequeue_shared_queue(queue, &mut data, &mut size)
+    }) {
         OK => Ok(Some(take(data, size).unwrap_or_default())),
         EMPTY => Ok(None),
         status => Err(HostError {

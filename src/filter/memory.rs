@@ -25,6 +25,7 @@ struct Counting;
 static ALLOCATOR: Counting = Counting;
 
 fn grew(by: usize) {
+    super::profile::allocated();
     let live = LIVE.load(Relaxed).saturating_add(by);
     LIVE.store(live, Relaxed);
     if live > PEAK.load(Relaxed) {

@@ -6,6 +6,7 @@ mod host;
 mod http;
 mod memory;
 mod probe;
+mod profile;
 mod response;
 mod root;
 mod stats;

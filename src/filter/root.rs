@@ -130,6 +130,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let _span = super::profile::span("create_context");
         let (config, stats) = (self.config.clone(), self.stats.clone());
         if self.upstream {
             Some(Box::new(Upstream::new(context_id, config, stats)))

@@ -230,6 +230,7 @@ impl Context for Upstream {}
 
 impl HttpContext for Upstream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let _span = super::profile::span("upstream_request_headers");
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
@@ -286,6 +287,7 @@ impl HttpContext for Upstream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let _span = super::profile::span("upstream_request_body");
         if self.attempt.is_none() {
             return Action::Continue;
         }
@@ -299,6 +301,11 @@ impl HttpContext for Upstream {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let _span = super::profile::span("upstream_response_headers");
+        // A request without per-attempt work (no pool key, no failover) costs no host call here.
+        if self.attempt.is_none() && self.chosen.is_none() {
+            return Action::Continue;
+        }
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };

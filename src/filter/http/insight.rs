@@ -7,6 +7,7 @@
 use super::Http;
 use crate::config::Config;
 use crate::filter::host;
+use crate::filter::profile;
 use crate::filter::store::EnvoyStore;
 use crate::filter::sync;
 use crate::keys::{self, Caller as Consumer};
@@ -65,18 +66,22 @@ impl Http {
         if !config.sessions.enabled {
             return;
         }
+        let caller_span = profile::span("turn_caller");
         let Some(caller) = self.session_caller(config) else {
             return;
         };
+        drop(caller_span);
         let Ok(facts) = &plan.body else {
             return;
         };
         let s = &config.sessions;
+        let load_span = profile::span("turn_load");
         let record = table::load(&EnvoyStore, &caller.owner, &caller.session, s.max_sessions);
+        drop(load_span);
         // A body built anew (a vendor's wrapper) has no place for the field.
         let ask = route.cache_diagnostics && plan.new_body.is_none();
         let (insight, edit) = sessions::begin(
-            record.as_ref(),
+            record.as_ref().map(|l| &l.session),
             caller.agent.as_deref(),
             body,
             facts,
@@ -89,6 +94,7 @@ impl Http {
             plan.edits.sort_by_key(|e| e.at);
         }
         self.seen.turn = Some((caller, insight));
+        self.seen.loaded = record;
     }
 
     /// Adds the finished turn to its session.
@@ -98,6 +104,7 @@ impl Http {
         record: &crate::audit::Record,
         tokens: Tokens,
         end_ms: u64,
+        loaded: Option<table::Loaded>,
     ) {
         let Some((caller, insight)) = &self.seen.turn else {
             return;
@@ -112,7 +119,9 @@ impl Http {
             turn: (record.status == Some(200))
                 .then(|| insight.turn(record.response_id.as_deref(), &tokens, end_ms)),
         };
-        if !table::record(&EnvoyStore, caller, &outcome, config.sessions.max_sessions) {
+        let _span = profile::span("turn_store");
+        let max = config.sessions.max_sessions;
+        if !table::record(&EnvoyStore, caller, &outcome, max, loaded) {
             log::warn!("#{} cannot update session {}", self.id, caller.session);
         }
         if let Some(queue) = self.sessions_queue {
@@ -171,7 +180,7 @@ impl Http {
     fn answer_from_table(&mut self, config: &Config, key: &wire::Key) {
         let max = config.sessions.max_sessions;
         match table::load(&EnvoyStore, &key.owner, &key.session, max) {
-            Some(s) => self.send_session(s.to_json("replica").to_string().as_bytes()),
+            Some(l) => self.send_session(l.session.to_json("replica").to_string().as_bytes()),
             None => self.reply(Some(&config.routes.default), &plan::session_not_found()),
         }
     }

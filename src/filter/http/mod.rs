@@ -10,6 +10,7 @@ mod record;
 
 use super::effects::{self, ResponseHeaders, WriteError};
 use super::host;
+use super::profile;
 use super::response::Response;
 use super::stats::Stats;
 use crate::config::Config;
@@ -69,6 +70,8 @@ struct Seen {
     session: Option<Option<String>>,
     /// The session turn this request is (sessions on, a session known).
     turn: Option<(crate::sessions::Caller, crate::sessions::Insight)>,
+    /// The session's record as this request found it, written back at its end.
+    loaded: Option<crate::sessions::table::Loaded>,
 }
 
 pub struct Http {
@@ -146,8 +149,24 @@ impl Http {
         let path = self.seen.path.clone();
         let inbound = self.seen.inbound.clone();
         let mut header = |name: &str| self.cached_header(name);
+        let plan_span = profile::span("plan");
         let mut plan =
             plan::plan_call(config, endpoint, &path, body, &mut header, inbound.as_ref());
+        drop(plan_span);
+        #[cfg(feature = "profile")]
+        {
+            // The same plan again, right away: what it costs with its code and data in cache.
+            let _span = profile::span("plan_again");
+            let mut header = |name: &str| self.cached_header(name);
+            std::hint::black_box(plan::plan_call(
+                config,
+                endpoint,
+                &path,
+                body,
+                &mut header,
+                inbound.as_ref(),
+            ));
+        }
         if !observe_later {
             self.note_body(&plan.body);
         }
@@ -159,6 +178,7 @@ impl Http {
         }
         let mut admitted = Vec::new();
         if let Some(route) = plan.route {
+            let _span = profile::span("admit");
             match self.admit(config, route) {
                 Ok(ops) => admitted = ops,
                 Err(r) => {
@@ -171,9 +191,11 @@ impl Http {
             self.stats.add(&metrics::cache_skipped(reason), 1);
         }
         if let (Some(route), Some(bytes), Endpoint::Messages) = (plan.route, body, endpoint) {
+            let _span = profile::span("begin_turn");
             self.begin_turn(config, route, bytes, &mut plan);
         }
         if let Some(body) = body {
+            let _span = profile::span("rewrite_body");
             if !self.rewrite_body(body, &plan) {
                 return false;
             }
@@ -304,17 +326,21 @@ fn proceed(forwarded: bool) -> Action {
 
 impl Context for Http {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let _span = profile::span("grpc_response");
         self.session_found(token_id, status_code, response_size);
     }
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let _span = profile::span("request_headers");
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
         self.start_ns = host::now_nanos().ok();
+        let load_span = profile::span("load_headers");
         self.load_headers();
+        drop(load_span);
         self.seen.method = self.cached_header(":method").unwrap_or_default();
         self.seen.path = self.cached_header(":path").unwrap_or_default();
         self.seen.inbound = inbound::classify(&self.seen.method, &self.seen.path);
@@ -367,6 +393,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let _span = profile::span("request_body");
         if self.observed.is_some() {
             self.observe(body_size, end_of_stream);
             return Action::Continue;
@@ -383,6 +410,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        let _span = profile::span("request_trailers");
         // With trailers, the end of the request arrives here instead of in the body callback.
         if self.observed.is_some() {
             self.observe(0, true);
@@ -392,6 +420,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let _span = profile::span("response_headers");
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
@@ -433,6 +462,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let _span = profile::span("response_body");
         // Observe (or rewrite) only: anything but Continue would hold the stream back.
         let max = self
             .config
@@ -444,11 +474,16 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        let _span = profile::span("response_trailers");
         self.response.done(self.id, Some(&self.stats));
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        self.record();
+        {
+            let _span = profile::span("log");
+            self.record();
+        }
+        profile::request_done();
     }
 }

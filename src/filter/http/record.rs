@@ -7,6 +7,7 @@ use crate::audit;
 use crate::config::Config;
 use crate::filter::effects::{self, ResponseHeaders};
 use crate::filter::host;
+use crate::filter::profile;
 use crate::filter::store::EnvoyStore;
 use crate::filter::upstream::{ATTEMPTS, KEY_HEADER, TARGET_HEADER};
 use crate::global_limits;
@@ -103,7 +104,6 @@ impl Http {
             false => None,
         };
         let audited = |path: &[&str]| config.audit.then(|| self.property_string(path)).flatten();
-        let upstream_cluster = audited(&["xds", "cluster_name"]);
         let upstream_host = audited(&["upstream", "address"]);
         let code_details = audited(&["response", "code_details"]);
         let attempts = config
@@ -118,7 +118,13 @@ impl Http {
             .flatten();
         let route = s_route(&config, self.seen.route.as_deref());
         let target = route.and_then(|r| r.target(self.seen.target.as_deref().unwrap_or(&r.name)));
+        // The cluster the filter routed to (its routing header picks it): no host call. A
+        // reply the gateway sent itself went to none.
+        let upstream_cluster = target
+            .filter(|_| config.audit && self.seen.local_error.is_none())
+            .map(|t| t.cluster.clone());
         let session = self.session();
+        let loaded = self.seen.loaded.take();
         let s = &self.seen;
         let read = self.response.was_read();
         let finished = Finished {
@@ -168,13 +174,17 @@ impl Http {
             }
         }
         let end_ms = finished.end_ns / 1_000_000;
+        let account_span = profile::span("account");
         let (updates, record) = accounting::account(&config, &finished);
+        drop(account_span);
         let tokens = finished
             .extraction
             .filter(|_| config.usage.enabled)
             .map(|x| x.tokens())
             .unwrap_or_default();
-        self.end_turn(&config, &record, tokens, end_ms);
+        let turn_span = profile::span("end_turn");
+        self.end_turn(&config, &record, tokens, end_ms, loaded);
+        drop(turn_span);
         if let Some(c) = finished.consumer {
             let now = effects::now_ms();
             let input = record
@@ -200,6 +210,7 @@ impl Http {
                 ));
             }
         }
+        let _span = profile::span("metrics_and_record");
         for (metric, n) in &updates.counters {
             self.stats.add(metric, *n);
         }
@@ -207,7 +218,10 @@ impl Http {
             self.stats.record(metric, *v);
         }
         if config.audit {
-            if let Err(e) = host::set_property(&[audit::PROPERTY], &record.to_json()) {
+            let json_span = profile::span("record_json");
+            let json = record.to_json();
+            drop(json_span);
+            if let Err(e) = host::set_property(&[audit::PROPERTY], &json) {
                 log::warn!("#{} cannot write the audit record: {e}", self.id);
             }
         }
