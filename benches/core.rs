@@ -232,7 +232,7 @@ fn session_turn_us(body: &[u8]) -> f64 {
         i += 1;
         let record = table::load(&store, &caller.owner, &caller.session, 2048);
         let (insight, edit) = sessions::begin(
-            record.as_ref(),
+            record.as_ref().map(|l| &l.session),
             None,
             body,
             &facts,
@@ -254,7 +254,7 @@ fn session_turn_us(body: &[u8]) -> f64 {
             miss_reason: None,
             turn: Some(insight.turn(Some("msg_01XyZ"), &tokens, i)),
         };
-        table::record(&store, &caller, &o, 2048);
+        table::record(&store, &caller, &o, 2048, record);
     });
     1e6 / per_second
 }

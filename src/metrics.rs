@@ -26,7 +26,12 @@ pub struct Metric {
 
 impl Metric {
     fn new(kind: Kind, base: &str, tags: &[(&str, &str)]) -> Metric {
-        let mut name = format!("{PREFIX}.{base}");
+        // Sized once: a name grown push by push would be reallocated several times.
+        let len = tags.iter().map(|(t, v)| t.len() + v.len().clamp(1, 64) + 2);
+        let mut name = String::with_capacity(PREFIX.len() + 1 + base.len() + len.sum::<usize>());
+        name.push_str(PREFIX);
+        name.push('.');
+        name.push_str(base);
         for (tag, value) in tags {
             name.push('.');
             name.push_str(tag);

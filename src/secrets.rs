@@ -376,7 +376,7 @@ impl Detector {
                 mac.update(&[0]);
                 mac.update(&w.text);
                 let digest = mac.finalize().into_bytes();
-                digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+                crate::keys::hex(digest.get(..4).unwrap_or_default())
             }
             Err(_) => String::from("00000000"),
         };

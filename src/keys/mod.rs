@@ -53,8 +53,21 @@ pub fn update<T>(store: &dyn SharedStore, key: &str, f: &mut Modify<'_, T>) -> O
 
 /// Lowercase hex SHA-256 of a client key, the form consumers' keys are configured in.
 pub fn sha256_hex(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// Lower-case hex, written into one string (a `format!` per byte would allocate 32 times).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            out.push(char::from(
+                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    out
 }
 
 /// Per-consumer limits (0: none).

@@ -38,28 +38,45 @@ fn holds(bytes: &[u8], owner: &str, id: &str) -> bool {
     !prefix.is_empty() && bytes.starts_with(&prefix)
 }
 
+/// A session's record as it was read, with the slot and version it was read at: the end of
+/// the same request writes there without reading it again (unless another worker wrote first).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub session: Session,
+    way: usize,
+    cas: u32,
+}
+
 /// The session's record, if the table still holds it and `owner` made it: a record is found
 /// by its owner and id together, so another caller's session of the same id is not there.
-pub fn load(
-    store: &dyn SharedStore,
-    owner: &str,
-    id: &str,
-    max_sessions: usize,
-) -> Option<Session> {
-    keys(owner, id, max_sessions).iter().find_map(|key| {
-        let (bytes, _) = store.get(key)?;
-        holds(&bytes, owner, id)
-            .then(|| Session::decode(&bytes))
-            .flatten()
-    })
+pub fn load(store: &dyn SharedStore, owner: &str, id: &str, max_sessions: usize) -> Option<Loaded> {
+    keys(owner, id, max_sessions)
+        .iter()
+        .enumerate()
+        .find_map(|(way, key)| {
+            let (bytes, cas) = store.get(key)?;
+            let session = holds(&bytes, owner, id)
+                .then(|| Session::decode(&bytes))
+                .flatten()?;
+            Some(Loaded { session, way, cas })
+        })
 }
 
 /// Adds a finished request to its session, creating the record (and evicting the set's least
-/// recently used one) if needed. False if the store kept refusing the write.
-pub fn record(store: &dyn SharedStore, caller: &Caller, o: &Outcome, max_sessions: usize) -> bool {
+/// recently used one) if needed. `loaded` is the record as the request found it: written back
+/// at its version, and read again only if another worker wrote since. False if the store kept
+/// refusing the write.
+pub fn record(
+    store: &dyn SharedStore,
+    caller: &Caller,
+    o: &Outcome,
+    max_sessions: usize,
+    loaded: Option<Loaded>,
+) -> bool {
     let keys = keys(&caller.owner, &caller.session, max_sessions);
+    let mut known = loaded.and_then(|l| Some((keys.get(l.way)?, Some(l.session), l.cas)));
     for _ in 0..ATTEMPTS {
-        let (key, current, cas) = match slot_for(store, &keys, caller) {
+        let (key, current, cas) = match known.take().or_else(|| slot_for(store, &keys, caller)) {
             Some(found) => found,
             None => return false,
         };

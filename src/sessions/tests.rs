@@ -35,11 +35,17 @@ fn totals_add_up_per_session_model_and_agent() {
     let main = caller("s1", None, None);
     let sub = caller("s1", Some("a1"), None);
     let nested = caller("s1", Some("a2"), Some("a1"));
-    assert!(table::record(&store, &main, &outcome(100, 0, 1), 64));
-    assert!(table::record(&store, &sub, &outcome(50, 900, 2), 64));
-    assert!(table::record(&store, &nested, &outcome(25, 0, 3), 64));
-    assert!(table::record(&store, &main, &outcome(100, 100, 4), 64));
-    let s = table::load(&store, "c:alice", "s1", 64).unwrap();
+    assert!(table::record(&store, &main, &outcome(100, 0, 1), 64, None));
+    assert!(table::record(&store, &sub, &outcome(50, 900, 2), 64, None));
+    assert!(table::record(&store, &nested, &outcome(25, 0, 3), 64, None));
+    assert!(table::record(
+        &store,
+        &main,
+        &outcome(100, 100, 4),
+        64,
+        None
+    ));
+    let s = table::load(&store, "c:alice", "s1", 64).unwrap().session;
     assert_eq!(s.totals.requests, 4);
     assert_eq!(s.totals.cost_micro_usd, 275);
     assert_eq!(s.totals.tokens.cache_read, 1000);
@@ -62,10 +68,11 @@ fn totals_add_up_per_session_model_and_agent() {
         owner: "c:mallory".into(),
         ..main.clone()
     };
-    assert!(table::record(&store, &mallory, &outcome(7, 0, 5), 64));
+    assert!(table::record(&store, &mallory, &outcome(7, 0, 5), 64, None));
     assert_eq!(
         table::load(&store, "c:mallory", "s1", 64)
             .unwrap()
+            .session
             .totals
             .requests,
         1
@@ -73,6 +80,7 @@ fn totals_add_up_per_session_model_and_agent() {
     assert_eq!(
         table::load(&store, "c:alice", "s1", 64)
             .unwrap()
+            .session
             .totals
             .requests,
         4
@@ -88,20 +96,23 @@ fn the_table_is_bounded_and_evicts_the_least_recently_used_of_a_set() {
             &store,
             &caller(id, None, None),
             &outcome(1, 0, 10 + i as u64),
-            4
+            4,
+            None
         ));
     }
     assert!(table::record(
         &store,
         &caller("a", None, None),
         &outcome(1, 0, 20),
-        4
+        4,
+        None
     ));
     assert!(table::record(
         &store,
         &caller("e", None, None),
         &outcome(1, 0, 21),
-        4
+        4,
+        None
     ));
     assert!(
         table::load(&store, "c:alice", "b", 4).is_none(),
@@ -113,6 +124,7 @@ fn the_table_is_bounded_and_evicts_the_least_recently_used_of_a_set() {
     assert_eq!(
         table::load(&store, "c:alice", "a", 4)
             .unwrap()
+            .session
             .totals
             .requests,
         2
@@ -127,11 +139,13 @@ fn a_lost_race_is_retried() {
         &store,
         &caller("s", None, None),
         &outcome(1, 0, 1),
-        64
+        64,
+        None
     ));
     assert_eq!(
         table::load(&store, "c:alice", "s", 64)
             .unwrap()
+            .session
             .totals
             .requests,
         1
@@ -435,4 +449,21 @@ fn a_record_at_every_bound_stays_small() {
     let size = s.encode().len();
     println!("a record at every bound: {size} bytes");
     assert!(size < 14 << 10, "{size}");
+}
+
+#[test]
+fn a_record_read_at_the_start_is_written_back_and_a_stale_one_is_read_again() {
+    let store = Memory::default();
+    let main = caller("s1", None, None);
+    assert!(table::record(&store, &main, &outcome(1, 0, 1), 64, None));
+    // Two requests of the session start with the same record; the first to end writes it at
+    // its version, the second finds the version moved and adds to what is there.
+    let first = table::load(&store, "c:alice", "s1", 64);
+    let second = table::load(&store, "c:alice", "s1", 64);
+    assert!(first.is_some() && second.is_some());
+    assert!(table::record(&store, &main, &outcome(1, 0, 2), 64, first));
+    assert!(table::record(&store, &main, &outcome(1, 0, 3), 64, second));
+    let s = table::load(&store, "c:alice", "s1", 64).unwrap().session;
+    assert_eq!(s.totals.requests, 3);
+    assert_eq!(s.totals.cost_micro_usd, 3);
 }

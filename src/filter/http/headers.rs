@@ -18,6 +18,7 @@ impl Http {
     pub(super) fn load_headers(&mut self) {
         match host::request_headers() {
             Ok(pairs) => {
+                self.seen.headers.reserve(pairs.len());
                 for (name, value) in pairs {
                     // The first value of a repeated header, as a single lookup returns.
                     if self.seen.headers.contains_key(&name) {
@@ -37,11 +38,11 @@ impl Http {
         if let Some(v) = self.seen.headers.get(name) {
             return v.clone();
         }
-        let v = if self.seen.all_headers {
-            None
-        } else {
-            self.request_header(name)
-        };
+        if self.seen.all_headers {
+            // Every header is in the map: an absent one costs no allocation.
+            return None;
+        }
+        let v = self.request_header(name);
         self.seen.headers.insert(name.to_owned(), v.clone());
         v
     }
