@@ -14,6 +14,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "gateway/profile.rs"]
+mod profile;
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
@@ -29,7 +31,8 @@ use support::bootstrap::Bootstrap;
 use support::envoy::{Gateway, Run, pin_current_thread};
 use support::replicas::{RateLimitServer, Redis};
 
-/// An upstream that buffers the request and answers at once with a message and its usage.
+/// An upstream that buffers the request and answers at once with a message and its usage; the
+/// message calls a tool, so the default configuration's tool-use audit has a call to read.
 const UPSTREAM: &str = r#"
 static_resources:
   listeners:
@@ -50,7 +53,7 @@ static_resources:
               - match: {prefix: /}
                 direct_response:
                   status: 200
-                  body: {inline_string: '{"id":"msg_bench","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}'}
+                  body: {inline_string: '{"id":"msg_bench","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"ok"},{"type":"tool_use","id":"toolu_bench","name":"Bash","input":{"command":"ls -la"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}'}
                 response_headers_to_add: [{header: {key: content-type, value: application/json}}]
           http_filters:
           - name: envoy.filters.http.buffer
@@ -63,14 +66,17 @@ static_resources:
 
 /// The key clients present: a virtual key in the "on" mode.
 const CLIENT_KEY: &str = "sk-gw-bench";
-const MODES: [&str; 8] = [
+const MODES: [&str; 11] = [
     "bare",
     "floor",
     "floor_rw",
+    "floor_calls",
     "off",
     "sessionless",
     "default",
     "audited",
+    "bedrock",
+    "vertex",
     "on",
 ];
 
@@ -133,10 +139,23 @@ fn audited_config() -> String {
         .to_string()
 }
 
-/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with six
-/// listeners in front of `upstream`: "on" (the example's own), "default", "off", "floor" and
-/// "floor_rw" (the floor module, reading or also writing back the body) and "bare" (no wasm
-/// filter); all but "on" go to a cluster without the upstream filter.
+/// The defaults with the model routed to a cloud's dialect (`bedrock`, `vertex`): the body
+/// rewritten to the cloud's shape and the path to its model's.
+fn cloud_config(dialect: &str) -> String {
+    let mut route = json!({"name": dialect, "match": {"model": "claude-opus-*"}, "cluster": "plain",
+                           "dialect": dialect});
+    if dialect == "vertex" {
+        route["project"] = json!("bench");
+        route["region"] = json!("global");
+    }
+    json!({"routes": [route], "default_route": {"name": "plain", "cluster": "plain"}}).to_string()
+}
+
+/// The virtual-keys example (its cluster also runs the filter as an upstream filter) with a
+/// listener per mode in front of `upstream`: "on" (the example's own), the gateway's other
+/// configurations, the floor module ("floor", "floor_rw" also writing back the body,
+/// "floor_calls" also making the default's host calls) and "bare" (no wasm filter); all but
+/// "on" go to a cluster without the upstream filter.
 fn bootstrap(upstream: u16) -> Bootstrap {
     let mut b =
         support::envoy::shipped("examples/virtual-keys.yaml", &[("anthropic", &[upstream])]);
@@ -147,8 +166,11 @@ fn bootstrap(upstream: u16) -> Bootstrap {
         .and_then(|b| b.add_configured_listener("mode-sessionless", &sessionless_config()))
         .and_then(|b| b.add_configured_listener("mode-default", &default_config()))
         .and_then(|b| b.add_configured_listener("mode-audited", &audited_config()))
+        .and_then(|b| b.add_configured_listener("mode-bedrock", &cloud_config("bedrock")))
+        .and_then(|b| b.add_configured_listener("mode-vertex", &cloud_config("vertex")))
         .and_then(|b| b.add_module_listener("mode-floor", &floor_module(), ""))
         .and_then(|b| b.add_module_listener("mode-floor_rw", &floor_module(), "rewrite"))
+        .and_then(|b| b.add_module_listener("mode-floor_calls", &floor_module(), "calls"))
         .unwrap();
     b
 }
@@ -722,6 +744,14 @@ fn main() {
     let gw = Gateway::start_with(bootstrap(upstream.port), &run(1, gateway_cpu.clone()));
     if let Ok(file) = std::env::var("BENCH_PID_FILE") {
         std::fs::write(file, gw.pid().to_string()).unwrap();
+    }
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        let profile = profile::profile(&gw);
+        gw.assert_healthy();
+        let name = std::env::var("BENCH_PROFILE_OUT").unwrap_or_else(|_| "profile.json".into());
+        let out = support::envoy::repo().join("target/bench").join(name);
+        std::fs::write(out, serde_json::to_string_pretty(&profile).unwrap()).unwrap();
+        return;
     }
     let cpu = cpu(&gw);
     gw.assert_healthy();

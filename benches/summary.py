@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 TARGETS = [
+    # Issue 20: the fixed cost per request above the floor that writes the body back, and
+    # throughput that follows bare Envoy.
+    ("fixed cost default above floor rw, 1 KiB (µs)", lambda g: fixed(g, "default"), 40, True),
+    ("fixed cost on above floor rw, 1 KiB (µs)", lambda g: fixed(g, "on"), 60, True),
+    ("throughput c=16 50 KiB default/bare", lambda g: g["throughput"]["default_rps"] / g["throughput"]["bare_rps"], 0.65, False),
+    ("throughput c=16 50 KiB on/bare", lambda g: g["throughput"]["ratio"], 0.55, False),
+    ("CPU/request default, 50 KiB", lambda g: row(g, "50 KiB")["ratio_default"], 1.4, True),
+    ("CPU/request default, 512 KiB", lambda g: row(g, "512 KiB")["ratio_default"], 1.7, True),
     ("CPU/request default (injection on), 512 KiB", lambda g: row(g, "512 KiB")["ratio_default"], 1.3, True),
     # (what, value, limit, lower is better)
     ("CPU/request on, 50 KiB", lambda g: row(g, "50 KiB")["ratio_on"], 1.2, True),
@@ -25,6 +33,28 @@ TARGETS = [
     ("throughput c=16 on/bare", lambda g: g["throughput"]["ratio"], 0.85, False),
     ("VM memory 10,000 / 100 requests", lambda g: g["memory"]["ratio"], 2.0, True),
 ]
+
+
+# The modes of gateway.json, in its order, and what each is.
+MODES = [
+    ("bare", "no wasm filter"),
+    ("floor", "holds the request, copies the body in, sets the routing header"),
+    ("floor_rw", "the floor, also writing the body back"),
+    ("floor_calls", "floor rw plus the default configuration's other host calls, doing nothing"),
+    ("off", "the gateway, every feature off"),
+    ("sessionless", "the defaults without sessions"),
+    ("default", "the defaults: injection, usage, audit, tool-use audit, sessions"),
+    ("audited", "the defaults with the secrets scan"),
+    ("bedrock", "the defaults, routed to the Bedrock dialect"),
+    ("vertex", "the defaults, routed to the Vertex AI dialect"),
+    ("on", "everything: routes, virtual key, pool key, upstream instance, secrets"),
+]
+
+
+def fixed(g, mode):
+    """CPU µs per request a mode spends above the floor that writes the body back, 1 KiB."""
+    r = row(g, "1 KiB")
+    return r[f"{mode}_cpu_us"] - r["floor_rw_cpu_us"]
 
 
 def row(g, body):
@@ -59,21 +89,28 @@ def machine():
 def main(d: Path):
     native, v8, gw = core(d / "core-native.txt"), core(d / "core-v8.txt"), json.loads((d / "gateway.json").read_text())
     print(f"\nmachine: {machine()}")
-    print("\nEnvoy CPU per request (one worker) and client latency; floor = a wasm filter that only holds")
-    print("the request and copies its body into the VM (benches/floor); floor rw = the same filter also writing")
-    print("the body back as a marker injected near its end requires; off / default / on = the gateway with")
-    print("every feature off / its default configuration (injection, usage, audit) / everything on (secrets")
-    print("audited too); sessionless = the default without sessions; audited = the default configuration with")
-    print("secrets audited.")
-    print("\n| body | bare µs | floor µs | floor rw µs | off µs | sessionless µs | default µs | audited µs | on µs "
-          "| sessions add | secret audit adds | floor | floor rw | off | default | on | p50 ms bare / on | p99 ms bare / on |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\nEnvoy CPU per request (one worker), as a ratio to bare Envoy in the same rounds, and the fixed")
+    print("cost at 1 KiB above floor rw; throughput at c=16 (2 workers, 50 KiB) as a ratio to bare.")
+    bodies = [r["body"] for r in gw["cpu"]]
+    t = gw["throughput"]
+    print("\n| mode | what | " + " | ".join(f"{b} µs / ratio" for b in bodies) + " | above floor rw, 1 KiB | throughput |")
+    print("|---|---|" + "---|" * len(bodies) + "---|---|")
+    for mode, what in MODES:
+        if f"{mode}_cpu_us" not in gw["cpu"][0]:
+            continue
+        cells = []
+        for r in gw["cpu"]:
+            ratio = "1.00x" if mode == "bare" else f"{r['ratio_' + mode]:.2f}x"
+            cells.append(f"{r[mode + '_cpu_us']:.0f} / {ratio}")
+        above = "" if mode in ("bare", "floor", "floor_rw") else f"{fixed(gw, mode):+.0f} µs"
+        rps = t.get(f"{mode}_rps")
+        thr = f"{rps:.0f} ({rps / t['bare_rps']:.2f}x)" if rps else ""
+        print(f"| {mode} | {what} | " + " | ".join(cells) + f" | {above} | {thr} |")
+    print("\n| body | sessions add | secret audit adds | p50 ms bare / on | p99 ms bare / on |")
+    print("|---|---|---|---|---|")
     for g in gw["cpu"]:
-        print(f"| {g['body']} | {g['bare_cpu_us']:.0f} | {g['floor_cpu_us']:.0f} | {g['floor_rw_cpu_us']:.0f} | {g['off_cpu_us']:.0f} "
-              f"| {g['sessionless_cpu_us']:.0f} | {g['default_cpu_us']:.0f} | {g['audited_cpu_us']:.0f} | {g['on_cpu_us']:.0f} "
-              f"| {100 * (g['default_cpu_us'] / g['sessionless_cpu_us'] - 1):+.1f}% "
-              f"| {100 * (g['audited_cpu_us'] / g['default_cpu_us'] - 1):+.1f}% | {g['ratio_floor']:.2f}x | {g['ratio_floor_rw']:.2f}x "
-              f"| {g['ratio_off']:.2f}x | {g['ratio_default']:.2f}x | {g['ratio_on']:.2f}x "
+        print(f"| {g['body']} | {100 * (g['default_cpu_us'] / g['sessionless_cpu_us'] - 1):+.1f}% "
+              f"| {100 * (g['audited_cpu_us'] / g['default_cpu_us'] - 1):+.1f}% "
               f"| {g['bare_p50_ms']:.2f} / {g['on_p50_ms']:.2f} | {g['bare_p99_ms']:.2f} / {g['on_p99_ms']:.2f} |")
     print("\n| body | scan MB/s native / V8 | inspect MB/s native / V8 | inspect + secrets MB/s native / V8 "
           "| rewrite MB/s native / V8 | rewrite + secrets MB/s native / V8 |")
@@ -95,10 +132,6 @@ def main(d: Path):
               f"on {r['ttfb_on_p50_ms']:.3f} ms (+{r['ttfb_added_p50_ms']:.3f}); per-event delay added "
               f"p50 {r['event_delay_added_p50_ms']:.3f} ms, p99 {r['event_delay_added_p99_ms']:.3f} ms, "
               f"max bare {r['event_delay_bare_max_ms']:.3f} / on {r['event_delay_on_max_ms']:.3f} ms")
-    t = gw["throughput"]
-    print(f"throughput (c={t['concurrency']}, {t['workers']} workers, {t['body']}): bare {t['bare_rps']:.0f} req/s, "
-          f"floor {t['floor_rps']:.0f}, floor rw {t['floor_rw_rps']:.0f}, off {t['off_rps']:.0f}, default {t['default_rps']:.0f}, on {t['on_rps']:.0f} req/s; "
-          f"on/bare {t['ratio']:.2f}x")
     m = gw["memory"]
     mib = lambda b: b / (1 << 20)
     print(f"VM memory: {mib(m['vm_memory_after_100']):.1f} MiB after 100 requests, {mib(m['vm_memory_after_10000']):.1f} MiB "
