@@ -328,6 +328,10 @@ pub fn request_header(name: &str) -> HostResult<Option<String>> {
     header(REQUEST_HEADERS, name)
 }
 
+pub fn response_header(name: &str) -> HostResult<Option<String>> {
+    header(RESPONSE_HEADERS, name)
+}
+
 /// Sets a request header, replacing any value the client sent.
 pub fn set_request_header(name: &str, value: &str) -> HostResult<()> {
     set_header(REQUEST_HEADERS, name, value)

@@ -77,6 +77,8 @@ pub struct Upstream {
     /// Pool index and key index of this attempt's key.
     chosen: Option<(usize, usize)>,
     attempt: Option<Attempt>,
+    /// A retry: its key is not the one the downstream instance chose.
+    retry: bool,
 }
 
 impl Upstream {
@@ -87,6 +89,7 @@ impl Upstream {
             stats,
             chosen: None,
             attempt: None,
+            retry: false,
         }
     }
 
@@ -248,6 +251,7 @@ impl HttpContext for Upstream {
             .unwrap_or(1);
         let _ = host::remove_request_header("x-envoy-attempt-count");
         let first = attempt <= 1;
+        self.retry = !first;
         if let Some(route) = config
             .routes
             .by_name(&h.route)
@@ -306,6 +310,11 @@ impl HttpContext for Upstream {
         if self.attempt.is_none() && self.chosen.is_none() {
             return Action::Continue;
         }
+        if self.attempt.is_none() && !self.retry && !retried(host::response_header(":status")) {
+            // The first attempt's key answered for good (no retry follows): the downstream
+            // instance learns from the same response, as without an upstream instance.
+            return Action::Continue;
+        }
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
@@ -331,4 +340,10 @@ impl HttpContext for Upstream {
         }
         Action::Continue
     }
+}
+
+/// Whether Envoy retries after this status (the retriable codes `hand_off` asks for): the key
+/// that answered must then be learnt here, the downstream instance sees only the last answer.
+fn retried(status: host::HostResult<Option<String>>) -> bool {
+    !matches!(status, Ok(Some(s)) if s != "429" && s != "529")
 }
