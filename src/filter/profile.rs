@@ -74,7 +74,7 @@ mod on {
         /// The innermost open span: allocations are charged to it.
         static INNER: Cell<&'static str> = const { Cell::new("outside") };
         /// Allocations by innermost span (`""`: a free slot).
-        static ALLOCS: Cell<[(&'static str, u64); 32]> = const { Cell::new([("", 0); 32]) };
+        static ALLOCS: RefCell<[(&'static str, u64); 32]> = const { RefCell::new([("", 0); 32]) };
     }
 
     pub struct Span {
@@ -132,18 +132,17 @@ mod on {
         out
     }
 
-    /// Called by the counting allocator, so it must not allocate: a fixed table by callback.
+    /// Called by the counting allocator, so it must not allocate: a fixed table by span.
     pub fn allocated() {
-        let cb = INNER.with(Cell::get);
+        let span = INNER.with(Cell::get);
         ALLOCS.with(|cell| {
-            let mut a = cell.get();
-            if let Some(slot) = a
-                .iter_mut()
-                .find(|(name, _)| name.is_empty() || *name == cb)
-            {
-                *slot = (cb, slot.1 + 1);
+            // Busy only while a line is written: those allocations go uncounted.
+            let Ok(mut a) = cell.try_borrow_mut() else {
+                return;
+            };
+            if let Some(slot) = a.iter_mut().find(|(n, _)| n.is_empty() || *n == span) {
+                *slot = (span, slot.1 + 1);
             }
-            cell.set(a);
         });
     }
 

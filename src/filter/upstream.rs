@@ -35,6 +35,8 @@ pub const TARGET_HEADER: &str = "x-claude-gateway-target";
 /// Filter state: a failover route's attempts, `;target` when one starts and `=status` when its
 /// response head arrives (an attempt reset before that has none).
 pub const ATTEMPTS: &str = "claude_gateway_attempts";
+/// The statuses Envoy retries on another key or target (`x-envoy-retriable-status-codes`).
+pub const RETRIABLE_STATUSES: &str = "429,529";
 /// Where a failover target is named in its endpoints' metadata.
 const METADATA_FILTER: &str = "claude_gateway";
 const METADATA_KEY: &str = "target";
@@ -342,8 +344,11 @@ impl HttpContext for Upstream {
     }
 }
 
-/// Whether Envoy retries after this status (the retriable codes `hand_off` asks for): the key
-/// that answered must then be learnt here, the downstream instance sees only the last answer.
+/// Whether Envoy may retry after this status (or it is unknown): the key that answered must then
+/// be learnt here, the downstream instance sees only the last answer.
 fn retried(status: host::HostResult<Option<String>>) -> bool {
-    !matches!(status, Ok(Some(s)) if s != "429" && s != "529")
+    match status {
+        Ok(Some(s)) => RETRIABLE_STATUSES.split(',').any(|r| r == s),
+        _ => true,
+    }
 }

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::filter::effects;
 use crate::filter::host;
 use crate::filter::store::EnvoyStore;
-use crate::filter::upstream::{HANDOFF, Handoff};
+use crate::filter::upstream::{HANDOFF, Handoff, RETRIABLE_STATUSES};
 use crate::global_limits;
 use crate::keys;
 use crate::keys::access::{self, Asks};
@@ -160,7 +160,7 @@ impl Http {
         };
         vec![
             HeaderOp::Set("x-envoy-retry-on", retry_on.into()),
-            HeaderOp::Set("x-envoy-retriable-status-codes", "429,529".into()),
+            HeaderOp::Set("x-envoy-retriable-status-codes", RETRIABLE_STATUSES.into()),
             HeaderOp::Set(
                 "x-envoy-max-retries",
                 (keys + route.failover.len()).max(2).to_string(),
